@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Creates the virtualenv and installs inferq with its dev extras. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+if [[ ! -x $VENV/bin/python ]]; then
+  echo "==> creating virtualenv $VENV"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --upgrade pip wheel
+fi
+# torch first, pinned: anything later that pulls torch (sentence-transformers) must find this
+# local CPU build instead of fetching a multi-GB CUDA one.
+if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
+  echo "==> installing torch==2.13.0 (CPU build)"
+  "$VENV/bin/pip" install --progress-bar on torch==2.13.0
+fi
+echo "==> installing inferq and its dev extras (llama-cpp-python compiles once, ~6 min on 2 cores; pip caches the wheel)"
+"$VENV/bin/pip" install --progress-bar on -e '.[dev]' 2>&1 | grep -v "^WARNING: Location 'file:" || true
+"$VENV/bin/python" -c 'import llama_cpp, inferq' || { echo "install failed" >&2; exit 1; }
+touch "$VENV/.installed"

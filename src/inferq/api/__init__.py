@@ -1,0 +1,1 @@
+"""The HTTP API: FastAPI app, routers, dependencies and the error mapping."""

@@ -1,0 +1,135 @@
+"""REST jobs: submit, poll, list, cancel, and stream events."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from inferq.api import job_service
+from inferq.api.deps import SessionDep, StateDep
+from inferq.api.schemas import JobAccepted, JobCreate, JobLinks, JobList, JobView
+from inferq.api.sse import job_event_stream
+from inferq.db import jobs as job_repo
+from inferq.db.models import Job, JobStatus
+from inferq.errors import InvalidRequest
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def _links(request: Request, job_id: str) -> JobLinks:
+    base = str(request.base_url).rstrip("/")
+    return JobLinks(
+        self=f"{base}/v1/jobs/{job_id}",
+        events=f"{base}/v1/jobs/{job_id}/events",
+        cancel=f"{base}/v1/jobs/{job_id}/cancel",
+    )
+
+
+def _view(request: Request, job: Job, output: str | None) -> JobView:
+    return JobView(
+        id=str(job.id),
+        status=job.status,
+        model=job.model,
+        engine=job.engine,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        links=_links(request, str(job.id)),
+        output=output,
+        finish_reason=job.finish_reason,
+        usage=job.usage,
+        timings=job.timings,
+        error=job.error,
+        attempts=job.attempts,
+        worker=job.worker,
+        params=job.params,
+    )
+
+
+@router.post("", status_code=202, response_model=JobAccepted)
+async def submit(
+    body: JobCreate, request: Request, response: Response, state: StateDep, session: SessionDep
+) -> JobAccepted:
+    job = await job_service.submit_job(state, session, body)
+    links = _links(request, str(job.id))
+    response.headers["Location"] = links.self
+    return JobAccepted(
+        id=str(job.id), status=job.status, model=job.model, created_at=job.created_at, links=links
+    )
+
+
+@router.get("", response_model=JobList)
+async def list_jobs(
+    request: Request,
+    state: StateDep,
+    session: SessionDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> JobList:
+    jobs = await job_repo.list_jobs(
+        session, status=status, limit=limit + 1, before=_decode_cursor(cursor) if cursor else None
+    )
+    page, more = jobs[:limit], len(jobs) > limit
+    views = [_view(request, job, job.output) for job in page]
+    return JobList(data=views, next_cursor=_encode_cursor(page[-1]) if more else None)
+
+
+@router.get("/{job_id}", response_model=JobView)
+async def get_job(job_id: str, request: Request, state: StateDep, session: SessionDep) -> JobView:
+    job = await job_service.load_job(session, job_id)
+    return _view(request, job, await job_service.live_output(state, job))
+
+
+@router.post("/{job_id}/cancel", response_model=JobView)
+async def cancel(job_id: str, request: Request, state: StateDep, session: SessionDep) -> JobView:
+    job = await job_service.cancel_job(state, session, job_id)
+    return _view(request, job, await job_service.live_output(state, job))
+
+
+@router.get("/{job_id}/events")
+async def events(
+    job_id: str,
+    state: StateDep,
+    session: SessionDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    job = await job_service.load_job(session, job_id)
+    start = _resume_point(last_event_id)
+    return StreamingResponse(
+        job_event_stream(state.redis, state.hub, job, start),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _resume_point(last_event_id: str | None) -> int:
+    if last_event_id is None or last_event_id == "":
+        return 0
+    if not last_event_id.lstrip("-").isdigit() or int(last_event_id) < -1:
+        raise InvalidRequest(
+            "Last-Event-ID must be the integer seq of an event.",
+            param="Last-Event-ID",
+            code="invalid_last_event_id",
+        )
+    return int(last_event_id) + 1
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(created), uuid.UUID(job_id)
+    except ValueError:
+        raise InvalidRequest(
+            "The cursor is not one this API gave out.", param="cursor", code="invalid_cursor"
+        ) from None

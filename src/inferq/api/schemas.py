@@ -1,0 +1,92 @@
+"""Wire models of the jobs API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(strict=True)
+
+
+class JobCreate(BaseModel):
+    """A generation request: a raw `prompt`, or `messages` rendered with the model's template."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(strict=True, min_length=1, max_length=200)
+    prompt: str | None = Field(default=None, strict=True)
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1)
+    max_tokens: int = Field(default=256, strict=True, ge=1)
+    temperature: float = Field(default=0.8, strict=True, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, strict=True, gt=0.0, le=1.0)
+    stop: str | list[str] | None = Field(default=None)
+    seed: int | None = Field(default=None, strict=True, ge=0, le=2**32 - 1)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
+        stops = [value] if isinstance(value, str) else value
+        if stops is not None and (len(stops) > 4 or any(not s for s in stops)):
+            raise ValueError("stop takes up to 4 non-empty strings")
+        return stops
+
+    @model_validator(mode="after")
+    def _one_input(self) -> JobCreate:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        return self
+
+    def sampling(self) -> dict[str, Any]:
+        stop = self.stop if isinstance(self.stop, list) else None
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stop": stop,
+            "seed": self.seed,
+        }
+
+
+class JobLinks(BaseModel):
+    self: str
+    events: str
+    cancel: str
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobAccepted(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    status: str
+    model: str
+    created_at: datetime
+    links: JobLinks
+
+
+class JobView(JobAccepted):
+    engine: str
+    output: str | None
+    finish_reason: str | None
+    usage: dict[str, int] | None
+    timings: dict[str, float | None] | None
+    error: JobError | None
+    attempts: int
+    worker: dict[str, Any] | None
+    params: dict[str, Any]
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobView]
+    next_cursor: str | None

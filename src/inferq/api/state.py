@@ -1,0 +1,24 @@
+"""Resources an API process builds once, in its lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from celery import Celery
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from inferq.queue.hub import EventHub
+from inferq.settings import Settings
+from inferq.tokenizers import Tokenizers
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db_engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: aioredis.Redis
+    hub: EventHub
+    celery: Celery
+    tokenizers: Tokenizers = field(repr=False)

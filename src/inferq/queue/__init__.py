@@ -1,0 +1,1 @@
+"""Queue naming, the Celery app, job events and the live worker registry."""

@@ -1,0 +1,1 @@
+"""Celery tasks, the engine interface and the engines."""

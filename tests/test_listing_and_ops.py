@@ -1,0 +1,82 @@
+"""Listing jobs, health and readiness."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+from httpx import ASGITransport
+
+from inferq.api.app import create_app
+from inferq.settings import Settings, get_settings
+from tests.conftest import submit, wait_final
+
+
+async def test_list_newest_first_with_cursor(client: httpx.AsyncClient) -> None:
+    ids = [
+        (await submit(client, model="echo", prompt=f"p{i}", max_tokens=1))["id"] for i in range(5)
+    ]
+    for job_id in ids:
+        await wait_final(client, job_id)
+    first = (await client.get("/v1/jobs?limit=3")).json()
+    second = (await client.get(f"/v1/jobs?limit=3&cursor={first['next_cursor']}")).json()
+    listed = [j["id"] for j in first["data"] + second["data"]]
+    assert listed[:5] == ids[::-1]
+    assert len(set(listed)) == len(listed)
+
+
+async def test_list_filters_by_status(client: httpx.AsyncClient) -> None:
+    job = await submit(client, model="echo", prompt="s", max_tokens=1)
+    await wait_final(client, job["id"])
+    completed = (await client.get("/v1/jobs?status=completed&limit=100")).json()["data"]
+    assert completed and all(j["status"] == "completed" for j in completed)
+    bad = await client.get("/v1/jobs?status=exploded")
+    assert bad.status_code == 422 and bad.json()["error"]["param"] == "status"
+
+
+async def test_health_and_ready(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/health")).json() == {"status": "ok"}
+    ready = await client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["missing"] == []
+
+
+async def test_ready_names_the_missing_worker() -> None:
+    # Redis db 14 has no worker heartbeats: the API must say the worker is what is missing.
+    base = get_settings()
+    settings = Settings(
+        **{
+            **base.model_dump(),
+            "redis_url": os.environ.get("INFERQ_TEST_EMPTY_REDIS_URL", "redis://127.0.0.1:6379/14"),
+        }
+    )
+    app = create_app(settings)
+    async with httpx.AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.get("/ready")
+    await app.state.inferq.redis.aclose()
+    await app.state.inferq.db_engine.dispose()
+    assert response.status_code == 503
+    assert response.json()["missing"] == ["worker"]
+
+
+async def test_ready_names_unreachable_postgres_and_redis() -> None:
+    base = get_settings()
+    settings = Settings(
+        **{
+            **base.model_dump(),
+            "redis_url": "redis://127.0.0.1:1/0",
+            "database_url": "postgresql+asyncpg://postgres@127.0.0.1:1/x",
+        }
+    )
+    app = create_app(settings)
+    async with httpx.AsyncClient(transport=ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.get("/ready")
+    await app.state.inferq.db_engine.dispose()
+    assert response.status_code == 503
+    assert set(response.json()["missing"]) == {"redis", "postgresql"}
+
+
+async def test_request_id_is_echoed(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    generated = await client.get("/health")
+    assert len(generated.headers["x-request-id"]) == 32
