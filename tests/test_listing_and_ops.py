@@ -11,6 +11,8 @@ from inferq.api.app import create_app
 from inferq.settings import Settings, get_settings
 from tests.conftest import submit, wait_final
 
+EMPTY_REDIS_URL = os.environ.get("INFERQ_TEST_EMPTY_REDIS_URL", "redis://127.0.0.1:6379/14")
+
 
 async def test_list_newest_first_with_cursor(client: httpx.AsyncClient) -> None:
     ids = [
@@ -46,7 +48,7 @@ async def test_ready_names_the_missing_worker() -> None:
     settings = Settings(
         **{
             **base.model_dump(),
-            "redis_url": os.environ.get("INFERQ_TEST_EMPTY_REDIS_URL", "redis://127.0.0.1:6379/14"),
+            "redis_url": EMPTY_REDIS_URL,
         }
     )
     app = create_app(settings)
