@@ -17,6 +17,7 @@ up: install model
 
 test: install model lint typecheck
 	scripts/services.sh $(TEST_DB)
+	scripts/browser.sh
 	$(PY) -m pytest -ra
 
 install: $(VENV)/.installed

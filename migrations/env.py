@@ -8,8 +8,11 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from inferq.db import models  # noqa: F401  (registers the tables on the metadata)
+from inferq.auth import models as auth_models  # noqa: F401
+from inferq.cache import models as cache_models  # noqa: F401
+from inferq.db import chat, models  # noqa: F401  (registers the tables on the metadata)
 from inferq.db.base import Base
+from inferq.registry import models as registry_models  # noqa: F401
 from inferq.settings import get_settings
 
 target_metadata = Base.metadata

@@ -16,7 +16,13 @@ if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
   echo "==> installing torch==2.13.0 (CPU build)"
   "$VENV/bin/pip" install --progress-bar on torch==2.13.0
 fi
-echo "==> installing inferq and its dev extras (llama-cpp-python compiles once, ~6 min on 2 cores; pip caches the wheel)"
-"$VENV/bin/pip" install --progress-bar on -e '.[dev]' 2>&1 | grep -v "^WARNING: Location 'file:" || true
+echo "==> installing inferq with its dev and mlx extras (llama-cpp-python compiles once, ~6 min on 2 cores; pip caches the wheel)"
+# The constraint keeps every later resolution on the torch installed above.
+set +e
+"$VENV/bin/pip" install --progress-bar on -e '.[dev,mlx]' torch==2.13.0 2>&1 \
+  | grep -v "^WARNING: Location 'file:"
+status=${PIPESTATUS[0]}
+set -e
+[[ $status -eq 0 ]] || { echo "pip install failed ($status)" >&2; exit "$status"; }
 "$VENV/bin/python" -c 'import llama_cpp, inferq' || { echo "install failed" >&2; exit 1; }
 touch "$VENV/.installed"

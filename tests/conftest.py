@@ -6,6 +6,7 @@ The environment is fixed here, before anything imports inferq's settings, so tha
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.update(
@@ -19,9 +20,23 @@ os.environ.update(
     HF_HUB_OFFLINE="1",
 )
 os.environ.pop("INFERQ_BROKER_URL", None)
+# Tiers of the rate-limit tests (tests/test_limits.py) besides the defaults; windows of a
+# day, so the buckets do not visibly refill while a test runs.
+os.environ["INFERQ_TIERS"] = json.dumps(
+    {
+        "free": {"requests": 100, "requests_window_s": 3600, "tokens": 20000, "concurrent": 2,
+                 "priority": 0},
+        "standard": {"requests": 600, "tokens": 200000, "concurrent": 16, "priority": 1},
+        "pro": {"requests": 3000, "tokens": 2000000, "concurrent": 64, "priority": 2},
+        "unlimited": {"priority": 3},
+        "test-burst": {"requests": 100, "requests_window_s": 86400, "priority": 1},
+        "test-small": {"requests": 5, "requests_window_s": 86400, "tokens": 100000,
+                       "tokens_window_s": 86400, "priority": 1},
+        "test-tokens": {"tokens": 1000, "tokens_window_s": 86400, "priority": 1},
+    }
+)  # fmt: skip
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -30,12 +45,18 @@ import httpx
 import pytest
 import redis
 
+from inferq.auth import keys
 from inferq.catalog import BUNDLED_MODEL, ECHO_MODEL
 from inferq.settings import get_settings
 from tests.stack import Proc, inferq_argv, start_api, start_worker, wait_workers
 
 API_PORT = int(os.environ.get("INFERQ_TEST_API_PORT", "8765"))
 ECHO_DELAY_S = "0.03"
+# The tests' own tenant ("tests", tier unlimited, scopes inference+admin): `settings_env`
+# stores this key's hash, and every client of the test API sends it.
+_TEST_KEY = keys.generate_key()
+API_KEY = _TEST_KEY.plaintext
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def _pg_dsn() -> str:
@@ -65,7 +86,24 @@ def settings_env() -> None:
         await conn.close()
 
     asyncio.run(truncate())
+    asyncio.run(_store_test_key())
     redis.Redis.from_url(get_settings().redis_url).flushdb()
+
+
+async def _store_test_key() -> None:
+    from tests.auth_helpers import create_tenant
+
+    tenant_id, _ = await create_tenant(_pg_dsn(), "tests", "unlimited")
+    conn = await asyncpg.connect(_pg_dsn())
+    await conn.execute(
+        "INSERT INTO api_keys (id, tenant_id, prefix, secret_hash, scopes) "
+        "VALUES (gen_random_uuid(), $1, $2, $3, $4)",
+        tenant_id,
+        _TEST_KEY.prefix,
+        _TEST_KEY.secret_hash,
+        ["inference", "admin"],
+    )
+    await conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -85,8 +123,14 @@ def stack(settings_env: None) -> Iterator[str]:
 
 @pytest.fixture
 async def client(stack: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack, timeout=60) as c:
+    async with httpx.AsyncClient(base_url=stack, timeout=60, headers=AUTH) as c:
         yield c
+
+
+@pytest.fixture
+def api_key(settings_env: None) -> str:
+    """The tests' tenant's key (see AUTH), for clients built by hand."""
+    return API_KEY
 
 
 @pytest.fixture
@@ -97,6 +141,8 @@ async def db() -> AsyncIterator[asyncpg.Connection]:
 
 
 async def submit(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+    """Submit a job that really runs: the response cache is off unless the test says otherwise."""
+    body.setdefault("cache", {"mode": "off"})
     response = await client.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
     accepted: dict[str, Any] = response.json()
@@ -128,6 +174,8 @@ async def read_sse(
         assert response.headers["content-type"].startswith("text/event-stream")
         frame: dict[str, str] = {}
         async for line in response.aiter_lines():
+            if line.startswith(":"):
+                continue  # an SSE comment: keepalive or shutdown notice
             if line:
                 key, _, value = line.partition(": ")
                 frame[key] = value

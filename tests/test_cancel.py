@@ -15,7 +15,12 @@ LONG = " ".join(f"t{i}" for i in range(300))
 async def test_cancel_queued_job_never_starts(
     client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
-    blocker = await submit(client, model="echo", prompt=LONG, max_tokens=60)
+    # Fill every slot of the echo worker, so the next job has to wait in the queue.
+    workers = (await client.get("/v1/workers")).json()["data"]
+    slots = sum(w["slots"] for w in workers if w["model"] == "echo")
+    blockers = [
+        await submit(client, model="echo", prompt=LONG, max_tokens=60) for _ in range(slots)
+    ]
     queued = await submit(client, model="echo", prompt="never", max_tokens=5)
     response = await client.post(f"/v1/jobs/{queued['id']}/cancel")
     assert response.status_code == 200
@@ -31,8 +36,9 @@ async def test_cancel_queued_job_never_starts(
             "timings": None,
         }
     ]
-    await client.post(f"/v1/jobs/{blocker['id']}/cancel")
-    await wait_final(client, blocker["id"])
+    for blocker in blockers:
+        await client.post(f"/v1/jobs/{blocker['id']}/cancel")
+        await wait_final(client, blocker["id"])
     await asyncio.sleep(0.3)  # time for the worker to receive and drop the cancelled task
     row = await db.fetchrow(
         "SELECT status, started_at, attempts FROM jobs WHERE id = $1::uuid", queued["id"]

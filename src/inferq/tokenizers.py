@@ -93,7 +93,6 @@ class Tokenizers:
 
 
 def _load(spec: ModelSpec) -> Tokenizer:
-    if spec.engine == "llamacpp":
-        assert spec.path is not None
-        return LlamaTokenizer(spec.path)
+    if spec.vocab is not None:
+        return LlamaTokenizer(spec.vocab)
     return WordTokenizer()

@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 
 def error_response(exc: InferqError) -> JSONResponse:
     headers = {}
-    if isinstance(exc, ServiceUnavailable):
-        headers["Retry-After"] = str(exc.retry_after_s)
+    retry_after = getattr(exc, "retry_after_s", None)  # 503s and 429s (inferq.auth.errors)
+    if isinstance(exc, ServiceUnavailable) or retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=headers)
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -12,8 +9,12 @@ from fastapi.responses import StreamingResponse
 
 from inferq.api import job_service
 from inferq.api.deps import SessionDep, StateDep
+from inferq.api.pagination import decode_cursor, encode_cursor
 from inferq.api.schemas import JobAccepted, JobCreate, JobLinks, JobList, JobView
-from inferq.api.sse import job_event_stream
+from inferq.api.sse import job_event_stream, with_keepalive
+from inferq.auth.principal import current_tenant_id
+from inferq.cache.service import HEADER as CACHE_HEADER
+from inferq.cache.service import cache_header
 from inferq.db import jobs as job_repo
 from inferq.db.models import Job, JobStatus
 from inferq.errors import InvalidRequest
@@ -48,6 +49,9 @@ def _view(request: Request, job: Job, output: str | None) -> JobView:
         attempts=job.attempts,
         worker=job.worker,
         params=job.params,
+        cache=job.cache,
+        model_version=job.model_version,
+        route=job.route,
     )
 
 
@@ -55,9 +59,11 @@ def _view(request: Request, job: Job, output: str | None) -> JobView:
 async def submit(
     body: JobCreate, request: Request, response: Response, state: StateDep, session: SessionDep
 ) -> JobAccepted:
-    job = await job_service.submit_job(state, session, body)
+    options = job_service.SubmitOptions(cache_control=request.headers.get("cache-control"))
+    job = await job_service.submit_job(state, session, body, options=options)
     links = _links(request, str(job.id))
     response.headers["Location"] = links.self
+    response.headers[CACHE_HEADER] = cache_header(job)
     return JobAccepted(
         id=str(job.id), status=job.status, model=job.model, created_at=job.created_at, links=links
     )
@@ -73,11 +79,17 @@ async def list_jobs(
     cursor: str | None = None,
 ) -> JobList:
     jobs = await job_repo.list_jobs(
-        session, status=status, limit=limit + 1, before=_decode_cursor(cursor) if cursor else None
+        session,
+        status=status,
+        limit=limit + 1,
+        before=decode_cursor(cursor) if cursor else None,
+        tenant_id=current_tenant_id(),
     )
     page, more = jobs[:limit], len(jobs) > limit
     views = [_view(request, job, job.output) for job in page]
-    return JobList(data=views, next_cursor=_encode_cursor(page[-1]) if more else None)
+    return JobList(
+        data=views, next_cursor=encode_cursor(page[-1].created_at, page[-1].id) if more else None
+    )
 
 
 @router.get("/{job_id}", response_model=JobView)
@@ -101,8 +113,10 @@ async def events(
 ) -> StreamingResponse:
     job = await job_service.load_job(session, job_id)
     start = _resume_point(last_event_id)
+    # Once the 200 is sent, a Redis outage can only break the stream: answer 503 now instead.
+    await state.redis.ping()
     return StreamingResponse(
-        job_event_stream(state.redis, state.hub, job, start),
+        with_keepalive(job_event_stream(state.redis, state.hub, job, start)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -118,18 +132,3 @@ def _resume_point(last_event_id: str | None) -> int:
             code="invalid_last_event_id",
         )
     return int(last_event_id) + 1
-
-
-def _encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), uuid.UUID(job_id)
-    except ValueError:
-        raise InvalidRequest(
-            "The cursor is not one this API gave out.", param="cursor", code="invalid_cursor"
-        ) from None

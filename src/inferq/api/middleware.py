@@ -8,10 +8,14 @@ import re
 import time
 import uuid
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferq.errors import PayloadTooLarge
 from inferq.logs import request_id_var
+from inferq.metrics import REQUEST_LATENCY, REQUESTS
+from inferq.tracing import context_from, tracer
 
 log = logging.getLogger("inferq.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -28,7 +32,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        raw_id = headers.get(b"x-request-id") or headers.get(b"request-id") or b""
+        given = raw_id.decode("latin-1")
         request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         started = time.perf_counter()
@@ -44,19 +49,42 @@ class RequestContextMiddleware:
                 ]
             await send(message)
 
+        span = tracer.start_span(
+            f"HTTP {scope['method']}", context=context_from(_text_headers(headers)),
+            kind=SpanKind.SERVER, attributes={"http.request.method": scope["method"]},
+        )  # fmt: skip
         try:
-            await self.app(scope, receive, send_with_id)
+            with trace.use_span(span):
+                await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            route = _route_label(scope)
+            span.update_name(f"HTTP {scope['method']} {route}")
+            span.set_attribute("http.response.status_code", status)
+            span.end()
+            REQUESTS.labels(route, str(status)).inc()
+            REQUEST_LATENCY.labels(route).observe(elapsed)
             log.info(
                 "request",
                 extra={
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "duration_ms": round(elapsed * 1000, 3),
                 },
             )
             request_id_var.reset(token)
+
+
+def _text_headers(headers: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()}
+
+
+def _route_label(scope: Scope) -> str:
+    """The matched route's template (bounded), never the raw path (unbounded)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
 
 
 class BodyLimitMiddleware:

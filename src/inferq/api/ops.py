@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 from sqlalchemy import text
 
 from inferq.api.deps import StateDep
-from inferq.catalog import resolve_model
+from inferq.api.state import AppState
+from inferq.catalog import catalog, resolve_model
+from inferq.metrics import LIVE_WORKERS, QUEUE_DEPTH
+from inferq.queue.names import queue_name
 from inferq.queue.registry import live_workers
 
 router = APIRouter(tags=["ops"])
@@ -19,6 +25,30 @@ router = APIRouter(tags=["ops"])
 async def health() -> dict[str, str]:
     """The process is alive; says nothing about its dependencies."""
     return {"status": "ok"}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(state: StateDep) -> Response:
+    """Prometheus exposition; queue depths and live workers are read from Redis at scrape time."""
+    # Without Redis, still serve the counters; the gauges keep their last values.
+    with contextlib.suppress(RedisError):
+        await _refresh_gauges(state)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _refresh_gauges(state: AppState) -> None:
+    workers = await live_workers(state.redis)
+    queues = {queue_name(spec.engine, spec.name) for spec in catalog(state.settings).values()}
+    queues |= {str(w["queue"]) for w in workers if w.get("queue")}
+    async with state.redis.pipeline(transaction=False) as pipe:
+        for queue in sorted(queues):
+            pipe.llen(queue)
+        depths = await pipe.execute()
+    for queue, depth in zip(sorted(queues), depths, strict=True):
+        QUEUE_DEPTH.labels(queue).set(depth)
+    LIVE_WORKERS.clear()
+    for worker in workers:
+        LIVE_WORKERS.labels(str(worker.get("model"))).inc()
 
 
 @router.get("/ready")

@@ -13,6 +13,16 @@ class ChatMessage(BaseModel):
     content: str = Field(strict=True)
 
 
+class CacheOptions(BaseModel):
+    """`mode`: "off" (no lookup, no store), "exact" (L1 only), "semantic" (L1 then L2).
+    `ttl`: how long this answer stays cached, in seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["off", "exact", "semantic"] = "semantic"
+    ttl: int | None = Field(default=None, strict=True, ge=1)
+
+
 class JobCreate(BaseModel):
     """A generation request: a raw `prompt`, or `messages` rendered with the model's template."""
 
@@ -26,6 +36,23 @@ class JobCreate(BaseModel):
     top_p: float = Field(default=0.95, strict=True, gt=0.0, le=1.0)
     stop: str | list[str] | None = Field(default=None)
     seed: int | None = Field(default=None, strict=True, ge=0, le=2**32 - 1)
+    # "auto": a prompt too long for the context is compacted (head and tail) instead of a 400.
+    truncate: Literal["auto", "disabled"] = "disabled"
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    user: str | None = Field(default=None, max_length=256, description="The end user, recorded.")
+    cache: CacheOptions | None = Field(default=None, description="Per-request cache control.")
+    adapter: str | None = Field(
+        default=None, strict=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="A LoRA adapter: only workers that declare it loaded serve the job.",
+    )  # fmt: skip
+    webhook_url: str | None = Field(
+        default=None,
+        strict=True,
+        max_length=2048,
+        pattern=r"^https?://[^\s/?#]+[^\s]*$",
+        description="POSTed the job's result, signed (Standard Webhooks), when it ends.",
+    )
 
     @field_validator("stop")
     @classmethod
@@ -49,6 +76,8 @@ class JobCreate(BaseModel):
             "top_p": self.top_p,
             "stop": stop,
             "seed": self.seed,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
         }
 
 
@@ -84,6 +113,9 @@ class JobView(JobAccepted):
     params: dict[str, Any]
     started_at: datetime | None
     finished_at: datetime | None
+    cache: str | None = None
+    model_version: str | None = None  # the registry version it resolved to
+    route: dict[str, Any] | None = None  # its pool, policy arm, fallback (inferq.registry)
 
 
 class JobList(BaseModel):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from inferq.api.shutdown import shutdown_signal
 from inferq.db.models import Job, JobStatus
 from inferq.queue.hub import EventHub
 from inferq.queue.stream import read_log, stream_events
@@ -33,6 +36,39 @@ def events_from_record(job: Job) -> list[dict[str, Any]]:
         final.update(type="end", finish_reason=job.finish_reason)
     events.append(final)
     return events
+
+
+KEEPALIVE_S = 15.0
+SHUTDOWN_COMMENT = b": server shutting down; reconnect with Last-Event-ID\n\n"
+
+
+async def with_keepalive(frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Pass frames through; send a comment when idle, and end politely on shutdown."""
+    iterator = aiter(frames)
+    next_frame = asyncio.ensure_future(anext(iterator))
+    stop = asyncio.ensure_future(shutdown_signal.wait())
+    try:
+        while True:
+            done, _ = await asyncio.wait(
+                {next_frame, stop}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            if next_frame in done:
+                try:
+                    yield next_frame.result()
+                except StopAsyncIteration:
+                    return
+                next_frame = asyncio.ensure_future(anext(iterator))
+            elif stop in done:
+                yield SHUTDOWN_COMMENT
+                return
+            else:
+                yield b": keepalive\n\n"
+    finally:
+        for task in (next_frame, stop):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await next_frame
+        await iterator.aclose()  # type: ignore[attr-defined]
 
 
 async def job_event_stream(

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from celery import Celery
+from redis import Redis as SyncRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from inferq.cache.service import CacheService
 from inferq.queue.hub import EventHub
 from inferq.settings import Settings
 from inferq.tokenizers import Tokenizers
@@ -19,6 +21,9 @@ class AppState:
     db_engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     redis: aioredis.Redis
+    # For the worker-side (synchronous) event publisher, which the API uses off the loop.
+    sync_redis: SyncRedis
     hub: EventHub
     celery: Celery
     tokenizers: Tokenizers = field(repr=False)
+    cache: CacheService = field(repr=False)

@@ -73,12 +73,31 @@ def _announce(settings: Settings) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
+    dev_key = _dev_key(settings)
     print(
         "\ninferq is up:\n"
         f"  API     {api}   (docs: {api}/docs, ready: {api}/ready)\n"
         f"  Flower  http://127.0.0.1:{settings.flower_port}\n"
+        f"{dev_key}"
         "Press Ctrl-C to stop everything.\n",
         flush=True,
+    )
+
+
+def _dev_key(settings: Settings) -> str:
+    """The development tenant's key (created once, then reused), as lines to print."""
+    from inferq.cli.keys import ensure_dev_key
+
+    try:
+        key = ensure_dev_key(settings)
+    except Exception as exc:  # the stack is up either way; say why there is no key
+        return f"  Key     (none: {type(exc).__name__}: {exc})\n"
+    if key is None:
+        return "  Key     create one with: inferq keys create --tenant NAME\n"
+    return (
+        f"  Key     {key}   (tenant dev; saved in {settings.dev_api_key_file})\n"
+        f'          curl -H "Authorization: Bearer {key}" {settings.api_host}:'
+        f"{settings.api_port}/v1/models\n"
     )
 
 

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inferq.db.models import Job, JobStatus
 
 
-async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
-    return await session.get(Job, job_id, populate_existing=True)
+async def get_job(
+    session: AsyncSession, job_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None
+) -> Job | None:
+    """The job; with `tenant_id`, None unless it is that tenant's (404, never 403)."""
+    job = await session.get(Job, job_id, populate_existing=True)
+    if job is not None and tenant_id is not None and job.tenant_id != tenant_id:
+        return None
+    return job
 
 
 async def list_jobs(
@@ -22,9 +29,12 @@ async def list_jobs(
     status: JobStatus | None,
     limit: int,
     before: tuple[datetime, uuid.UUID] | None,
+    tenant_id: uuid.UUID | None = None,
 ) -> list[Job]:
     """Newest first; `before` is the (created_at, id) of the last row of the previous page."""
     query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+    if tenant_id is not None:
+        query = query.where(Job.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Job.status == status.value)
     if before is not None:
@@ -92,3 +102,70 @@ async def fail_queued_job(session: AsyncSession, job_id: uuid.UUID, error: dict[
     )
     await session.execute(query)
     await session.commit()
+
+
+async def requeue_lost_job(session: AsyncSession, job_id: uuid.UUID, attempt: int) -> bool:
+    """Put a running job whose attempt lost its lease back to `queued`; False if it moved on."""
+    query = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.attempts == attempt)
+        .values(status=JobStatus.QUEUED.value, worker=None)
+    )
+    result = await session.execute(query)
+    await session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def fail_lost_job(
+    session: AsyncSession, job_id: uuid.UUID, attempt: int, error: dict[str, str]
+) -> bool:
+    """End a job whose last allowed attempt lost its lease; False if it moved on."""
+    query = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.attempts == attempt)
+        .values(
+            status=JobStatus.FAILED.value,
+            error=error,
+            finish_reason=None,
+            finished_at=datetime.now().astimezone(),
+        )
+    )
+    result = await session.execute(query)
+    await session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class ActiveJob:
+    """What the reconciler needs to know of a queued or running job."""
+
+    id: uuid.UUID
+    attempts: int
+    engine: str
+    model: str
+    max_tokens: int
+    queue: str | None = None  # the pool it was routed to (inferq.registry; migration 0007)
+
+
+async def active_jobs(
+    session: AsyncSession, status: JobStatus, older_than_s: float, limit: int = 10_000
+) -> list[ActiveJob]:
+    """Jobs in `status` since longer than `older_than_s` (PostgreSQL's clock), oldest first."""
+    since = Job.started_at if status == JobStatus.RUNNING else Job.created_at
+    cutoff = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_s)
+    query = (
+        select(
+            Job.id,
+            Job.attempts,
+            Job.engine,
+            Job.model,
+            Job.params["max_tokens"].as_integer(),
+            Job.queue,
+        )
+        .where(Job.status == status.value, or_(since.is_(None), since < cutoff))
+        .order_by(Job.created_at)
+        .limit(limit)
+    )
+    rows = (await session.execute(query)).all()
+    await session.commit()
+    return [ActiveJob(*row) for row in rows]

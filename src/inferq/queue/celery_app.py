@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from celery import Celery
 
+from inferq.queue import kombu_patch
 from inferq.settings import Settings, get_settings
 
 
 def make_celery(settings: Settings) -> Celery:
+    kombu_patch.install()
     app = Celery("inferq", broker=settings.celery_broker_url, include=["inferq.workers.tasks"])
     app.conf.update(
         task_acks_late=True,

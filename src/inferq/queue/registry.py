@@ -1,9 +1,16 @@
-"""Live workers announce themselves in Redis with a heartbeat; the API reads who is alive."""
+"""Live workers announce themselves in Redis with a heartbeat; the API reads who is alive.
+
+A worker's record is one key with a TTL (`worker_ttl_s`), renewed every `worker_heartbeat_s`.
+A worker that dies stops renewing it and drops out of every listing when the key expires.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -11,9 +18,35 @@ import redis.asyncio as aioredis
 
 from inferq.queue.names import WORKER_KEY_PATTERN, worker_key
 
+LiveInfo = Callable[[], dict[str, Any]]
+
+
+class BusySlots:
+    """Counts the jobs running in this worker process (Celery task threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self._busy += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._busy = max(0, self._busy - 1)
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
 
 class Heartbeat:
-    """A daemon thread that renews this worker's record until stopped."""
+    """A daemon thread that renews this worker's record until stopped.
+
+    The record is the static `info` merged with what `live` returns at each beat (slots busy,
+    KV use, tokens/s), so the registry always shows the worker's current load.
+    """
 
     def __init__(
         self,
@@ -22,10 +55,12 @@ class Heartbeat:
         info: dict[str, Any],
         every_s: float,
         ttl_s: float,
+        live: LiveInfo | None = None,
     ):
         self._redis = client
         self._key = worker_key(worker_id)
-        self._info = info
+        self._info = dict(info)
+        self._live = live
         self._every_s = every_s
         self._ttl_ms = int(ttl_s * 1000)
         self._stop = threading.Event()
@@ -35,8 +70,19 @@ class Heartbeat:
         self.beat()
         self._thread.start()
 
+    def update(self, live: LiveInfo | None = None, **info: Any) -> None:
+        """Add static fields and (or) the live source, then beat at once."""
+        self._info.update(info)
+        if live is not None:
+            self._live = live
+        self.beat()
+
+    def record(self) -> dict[str, Any]:
+        live = self._live() if self._live is not None else {}
+        return {**self._info, **live, "heartbeat_at": round(time.time(), 3)}
+
     def beat(self) -> None:
-        self._redis.set(self._key, json.dumps(self._info), px=self._ttl_ms)
+        self._redis.set(self._key, json.dumps(self.record()), px=self._ttl_ms)
 
     def stop(self) -> None:
         self._stop.set()
@@ -57,3 +103,39 @@ async def live_workers(client: aioredis.Redis) -> list[dict[str, Any]]:
         return []
     values = await client.mget(keys)
     return [json.loads(value) for value in values if value is not None]
+
+
+class RegistryView:
+    """The live workers as an API process sees them, re-read from Redis at most every `ttl_s`.
+
+    Admission asks it on every submit; one SCAN a second per process keeps that cheap.
+    """
+
+    def __init__(self, client: aioredis.Redis, ttl_s: float = 1.0):
+        self._redis = client
+        self._ttl_s = ttl_s
+        self._workers: list[dict[str, Any]] = []
+        self._read_at = float("-inf")
+
+    async def workers(self) -> list[dict[str, Any]]:
+        if time.monotonic() - self._read_at >= self._ttl_s:
+            self._workers = await live_workers(self._redis)
+            self._read_at = time.monotonic()
+        return self._workers
+
+    async def serves(self, engine: str, model: str) -> bool:
+        """True when at least one live worker consumes the queue of (engine, model)."""
+        return any(
+            w.get("engine") == engine and w.get("model") == model for w in await self.workers()
+        )
+
+
+_views: weakref.WeakKeyDictionary[aioredis.Redis, RegistryView] = weakref.WeakKeyDictionary()
+
+
+def registry_view(client: aioredis.Redis) -> RegistryView:
+    """The one cached view of an API process's Redis client."""
+    view = _views.get(client)
+    if view is None:
+        view = _views[client] = RegistryView(client)
+    return view

@@ -13,13 +13,16 @@ from inferq.workers.engine import GeneratedToken, GenerationRequest
 # Tests slow the echo down to have time to cancel or reconnect mid-stream.
 _DELAY_ENV = "INFERQ_ECHO_TOKEN_DELAY_S"
 _END_MARK = "<end>"
+# A prompt word that makes the engine fail on purpose (circuit breaker tests).
+_FAIL_MARK = "<fail>"
 
 
 class EchoEngine:
     """Echoes the prompt's words back, one word per token, in order, then repeats them.
 
-    A prompt word `<end>` acts as the end of turn. With temperature > 0 and a seed, words are
-    shuffled by that seed, so seeded sampling is observable without a model.
+    A prompt word `<end>` acts as the end of turn; a word `<fail>` makes it raise. With
+    temperature > 0 and a seed, words are shuffled by that seed, so seeded sampling is
+    observable without a model.
     """
 
     name = "echo"
@@ -36,6 +39,8 @@ class EchoEngine:
 
     def generate(self, request: GenerationRequest) -> Generator[GeneratedToken, None, None]:
         words = request.prompt.split() or ["echo"]
+        if _FAIL_MARK in words:
+            raise RuntimeError("echo engine asked to fail (<fail> in the prompt)")
         params = request.params
         if params.temperature > 0 and params.seed is not None:
             random.Random(params.seed).shuffle(words)

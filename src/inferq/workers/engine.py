@@ -17,6 +17,10 @@ class SamplingParams:
     top_p: float = 0.95
     seed: int | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    # A GBNF grammar that constrains decoding (JSON mode, JSON schema); None = free text.
+    grammar: str | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,10 @@ class Engine(Protocol):
 
     `generate` yields up to `max_tokens` tokens and ends early at the model's end of turn.
     Closing the iterator cancels the generation: the engine frees what it held for it.
+    `generate` may be called from several threads at once (one per running job).
+
+    `capacity` reports what the registry shows: at least `slots`; engines that know them also
+    `slots_busy`, `kv_used` / `kv_total` (KV-cache cells) and `tokens_per_s` (recent, all jobs).
     """
 
     name: str
@@ -62,5 +70,28 @@ def make_engine(spec: ModelSpec, settings: Settings) -> Engine:
         from inferq.workers.llamacpp import LlamaCppEngine
 
         assert spec.path is not None
-        return LlamaCppEngine(spec.name, spec.path, spec.context_length, settings.n_threads)
+        return LlamaCppEngine(
+            spec.name,
+            spec.path,
+            spec.context_length,
+            settings.n_threads,
+            slots=settings.worker_slots,
+            device=settings.worker_device or "cpu",
+            exact_ubatch=7 if settings.llamacpp_exact_batching else 0,
+        )
+    if spec.engine == "ollama":
+        from inferq.workers.ollama import OllamaEngine, ollama_name
+
+        # The host: the worker's --device URL, else OLLAMA_HOST.
+        device = settings.worker_device or ""
+        host = device if "://" in device else None
+        return OllamaEngine(spec.name, ollama_name(spec.name), host=host)
+    if spec.engine == "mlx":
+        from inferq.workers.mlx import MlxEngine
+
+        assert spec.path is not None
+        return MlxEngine(
+            spec.name, spec.path, spec.context_length, slots=settings.worker_slots,
+            device=settings.worker_device,
+        )  # fmt: skip
     raise ValueError(f"unknown engine {spec.engine!r}")

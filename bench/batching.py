@@ -1,0 +1,131 @@
+"""Continuous batching benchmark: aggregate tokens/s of 1, 2, 4, 8 concurrent jobs.
+
+    python bench/batching.py engine            # the engine in-process, plus a plain Llama loop
+    python bench/batching.py stack --url URL   # through a running API + llama.cpp worker
+
+The engine mode also times one sequence through the batching engine against a plain
+single-sequence `Llama.generate` loop on the same model, threads and prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+
+PROMPTS = [
+    "Once upon a time",
+    "The history of the Roman empire",
+    "def fibonacci(n):",
+    "My favourite food is",
+    "The quick brown fox",
+    "In 1492, Columbus",
+    "Water boils at",
+    "The three laws of robotics are",
+]
+MODEL = Path.home() / ".cache" / "inferq" / "models" / "gemma-3-270m-q4_k_m.gguf"
+
+
+def _engine_rounds(tokens: int, exact: bool) -> None:
+    from inferq.workers.engine import GenerationRequest, SamplingParams
+    from inferq.workers.llamacpp import LlamaCppEngine
+
+    engine = LlamaCppEngine("gemma-3-270m", MODEL, 2048, None, slots=8, exact_ubatch=7 * exact)
+    engine.load()
+    params = SamplingParams(max_tokens=tokens, temperature=0)
+    try:
+        for n in (1, 2, 4, 8):
+            counts = [0] * n
+
+            def work(i: int, counts: list[int] = counts) -> None:
+                for _ in engine.generate(GenerationRequest(PROMPTS[i], params)):
+                    counts[i] += 1
+
+            threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - start
+            print(f"engine exact={exact} n={n}: {sum(counts) / wall:7.1f} tok/s aggregate")
+        solo = _decode_speed(lambda: engine.generate(GenerationRequest(PROMPTS[0], params)))
+        print(f"engine one sequence decode: {solo:7.1f} tok/s")
+    finally:
+        engine.unload()
+
+
+def _decode_speed(make_iter: object) -> float:
+    """Tokens/s from the first token to the last (prompt evaluation excluded)."""
+    it = make_iter()  # type: ignore[operator]
+    next(it)
+    start, n = time.perf_counter(), 0
+    for _ in it:
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def _plain_loop(tokens: int) -> None:
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(MODEL), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
+    prompt = llm.tokenize(PROMPTS[0].encode(), add_bos=True, special=True)
+
+    def tokens_iter():  # type: ignore[no-untyped-def]
+        for i, token in enumerate(llm.generate(prompt, temp=0, top_k=1, reset=True)):
+            yield token
+            if i + 1 >= tokens:
+                return
+
+    print(f"plain Llama.generate decode: {_decode_speed(tokens_iter):7.1f} tok/s")
+    llm.close()
+
+
+async def _stack(url: str, tokens: int) -> None:
+    import httpx
+
+    headers = {}
+    if key := os.environ.get("INFERQ_API_KEY"):
+        headers["Authorization"] = f"Bearer {key}"
+    async with httpx.AsyncClient(base_url=url, timeout=600, headers=headers) as client:
+        for n in (1, 2, 4, 8):
+            body = {"model": "gemma-3-270m", "max_tokens": tokens, "temperature": 0}
+            start = time.perf_counter()
+            ids = []
+            for p in PROMPTS[:n]:
+                response = await client.post("/v1/jobs", json={**body, "prompt": p})
+                response.raise_for_status()
+                ids.append(response.json()["id"])
+            done = await asyncio.gather(*(_wait(client, i) for i in ids))
+            wall = time.perf_counter() - start
+            produced = sum(job["usage"]["completion_tokens"] for job in done)
+            print(f"stack n={n}: {produced / wall:7.1f} tok/s aggregate ({produced} tokens)")
+
+
+async def _wait(client: object, job_id: str) -> dict[str, object]:
+    while True:
+        job: dict[str, object] = (await client.get(f"/v1/jobs/{job_id}")).json()  # type: ignore[attr-defined]
+        if job["status"] in ("completed", "failed", "cancelled"):
+            return job
+        await asyncio.sleep(0.05)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("mode", choices=["engine", "stack"])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--tokens", type=int, default=128)
+    args = parser.parse_args()
+    if args.mode == "engine":
+        _plain_loop(args.tokens)
+        _engine_rounds(args.tokens, exact=True)
+        _engine_rounds(args.tokens, exact=False)
+    else:
+        asyncio.run(_stack(args.url, args.tokens))
+
+
+if __name__ == "__main__":
+    main()

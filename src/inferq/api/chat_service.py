@@ -1,0 +1,148 @@
+"""A chat turn: the session's context plus the new prompt becomes a normal inferq job.
+
+The user message and a `pending` assistant message (holding the job id) are committed in
+the same transaction as the job row; the `jobs_store_chat_reply` trigger fills the reply in
+when the job ends, whoever is or is not listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from inferq.api import job_service
+from inferq.api.schemas import JobCreate
+from inferq.api.session_schemas import StreamChat
+from inferq.api.state import AppState
+from inferq.auth.principal import current_tenant_id
+from inferq.catalog import resolve_model
+from inferq.db import sessions_repo as repo
+from inferq.db.chat import ChatMessage, ChatSession, MessageStatus
+from inferq.errors import InvalidValue, NotFound
+
+# Sampling parameters a turn may set; the rest of JobCreate belongs to the session.
+TURN_PARAMS = frozenset(
+    {"max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty"}
+)
+_TITLE_CHARS = 60
+_REPLIED = (MessageStatus.COMPLETE.value, MessageStatus.PARTIAL.value)
+
+
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+
+
+@dataclass(frozen=True)
+class Turn:
+    job_id: str
+    session_id: str
+
+
+def parse_session_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise SessionNotFound(f"No session with id '{raw}'.", param="id") from None
+
+
+async def load_session(db: AsyncSession, session_id: uuid.UUID) -> ChatSession:
+    row = await repo.get_session(db, session_id, tenant_id=current_tenant_id())
+    if row is None:
+        raise SessionNotFound(f"No session with id '{session_id}'.", param="session_id")
+    return row
+
+
+async def start_turn(state: AppState, db: AsyncSession, request: StreamChat) -> Turn:
+    """Commit the turn's messages and its job, and enqueue the job."""
+    model = request.model
+    if request.session_id is None:
+        chat = await repo.create_session(
+            db, model=model or state.settings.default_model, tenant_id=current_tenant_id()
+        )
+    else:
+        chat = await load_session(db, request.session_id)
+    spec = resolve_model(state.settings, model or chat.model)
+    history = await repo.list_messages(db, chat.id)
+    messages = [*context_messages(chat, history), {"role": "user", "content": request.prompt}]
+    body = job_body(spec.name, messages, request.params)
+    reserved = await repo.reserve_positions(db, chat.id, 2)
+    if reserved is None:  # deleted meanwhile
+        raise SessionNotFound(f"No session with id '{chat.id}'.", param="session_id")
+    chat, first = reserved
+    if chat.title is None:
+        chat.title = _title(request.prompt)
+    tokenizer = await asyncio.to_thread(state.tokenizers.get, spec)
+    job_id = uuid.uuid4()
+    db.add_all(
+        [
+            ChatMessage(
+                id=uuid.uuid4(),
+                session_id=chat.id,
+                position=first,
+                role="user",
+                content=request.prompt,
+                status=MessageStatus.COMPLETE.value,
+                tokens=len(await asyncio.to_thread(tokenizer.encode, request.prompt)),
+            ),
+            ChatMessage(
+                id=uuid.uuid4(),
+                session_id=chat.id,
+                position=first + 1,
+                role="assistant",
+                content="",
+                status=MessageStatus.PENDING.value,
+                model=spec.name,
+                job_id=job_id,
+            ),
+        ]
+    )
+    job = await job_service.submit_job(state, db, body, job_id=job_id)
+    return Turn(job_id=str(job.id), session_id=str(chat.id))
+
+
+def context_messages(chat: ChatSession, history: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """The system prompt and every answered turn, in order.
+
+    A turn whose reply failed, is still pending or is empty is left out whole, so roles
+    keep alternating user/assistant as chat templates require.
+    """
+    messages: list[dict[str, Any]] = []
+    if chat.system_prompt:
+        messages.append({"role": "system", "content": chat.system_prompt})
+    asked: ChatMessage | None = None
+    for message in history:
+        if message.role == "user":
+            asked = message
+        elif message.role == "assistant" and asked is not None:
+            if message.status in _REPLIED and message.content:
+                messages.append({"role": "user", "content": asked.content})
+                messages.append({"role": "assistant", "content": message.content})
+            asked = None
+    return messages
+
+
+def job_body(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> JobCreate:
+    unknown = sorted(set(params) - TURN_PARAMS)
+    if unknown:
+        raise InvalidValue(
+            f"params: unknown parameter(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(TURN_PARAMS))}",
+            param=f"params.{unknown[0]}",
+        )
+    try:
+        return JobCreate(model=model, messages=messages, truncate="auto", **params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise InvalidValue(f"params.{field}: {first['msg']}", param=f"params.{field}") from None
+
+
+def _title(prompt: str) -> str:
+    line = " ".join(prompt.split())
+    return line if len(line) <= _TITLE_CHARS else line[: _TITLE_CHARS - 1] + "…"

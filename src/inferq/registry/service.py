@@ -1,0 +1,264 @@
+"""Resolution: a requested model name to a version, then to a live worker pool.
+
+`gemma-3-270m` is its active version (or, while a traffic policy runs, the version the
+policy picks for this user); `gemma-3-270m:1.0.0` pins a version. The registry is read from
+PostgreSQL and cached per API process; every change bumps a generation counter in Redis, so
+all API processes see an activation on their next request (one GET per request).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from inferq.catalog import ModelSpec, catalog, ollama_spec
+from inferq.errors import ModelNotFound, NotFound, ServiceUnavailable
+from inferq.queue.names import DEFAULT_MODEL_VERSION, REGISTRY_GENERATION_KEY, queue_name
+from inferq.queue.registry import registry_view
+from inferq.registry import policies, repository
+from inferq.registry.breaker import Breakers
+from inferq.registry.models import ModelVersion, TrafficPolicy, VersionState
+from inferq.registry.routing import Pool, pools_of, rank, with_adapter
+from inferq.settings import Settings
+
+# A stale cache is re-read at least this often, even without a generation bump.
+_MAX_AGE_S = 30.0
+CATALOG_WEIGHTS = "catalog"  # the seeded versions' weights: wherever the catalog says
+
+
+class AdapterNotFound(NotFound):
+    code = "adapter_not_found"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The version a request resolved to, before a pool is chosen."""
+
+    spec: ModelSpec
+    version: str | None  # None: a model outside the registry (ollama/...)
+    fallback: str | None = None
+    policy: str | None = None
+    arm: str | None = None
+    fallback_from: str | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    target: Target
+    queue: str
+    pool: str
+    probe: bool = False
+    adapter: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        t = self.target
+        route = {
+            "queue": self.queue, "pool": self.pool, "policy": t.policy, "arm": t.arm,
+            "fallback_from": t.fallback_from, "adapter": self.adapter, "probe": self.probe,
+        }  # fmt: skip
+        return {k: v for k, v in route.items() if v not in (None, False)}
+
+
+@dataclass
+class Snapshot:
+    versions: dict[tuple[str, str], ModelVersion] = field(default_factory=dict)
+    active: dict[str, str] = field(default_factory=dict)
+    policies: dict[str, TrafficPolicy] = field(default_factory=dict)
+
+
+def split_name(requested: str) -> tuple[str, str | None]:
+    """`name:version` -> (name, version); Ollama names keep their own `:tag`."""
+    if requested.startswith("ollama/") or ":" not in requested:
+        return requested, None
+    name, _, version = requested.rpartition(":")
+    return name, version or None
+
+
+def spec_of(settings: Settings, row: ModelVersion) -> ModelSpec:
+    known = catalog(settings).get(row.name)
+    if row.weights == CATALOG_WEIGHTS and known is not None:
+        return known
+    path = Path(row.weights).expanduser() if row.weights else None
+    return ModelSpec(row.name, row.engine, row.context_length, path)
+
+
+def seed_rows(settings: Settings) -> list[ModelVersion]:
+    """The catalog's models as version 1.0.0, active: what a fresh database starts with."""
+    return [
+        ModelVersion(
+            id=uuid.uuid4(),
+            name=spec.name,
+            version=DEFAULT_MODEL_VERSION,
+            engine=spec.engine,
+            weights=CATALOG_WEIGHTS,
+            context_length=spec.context_length,
+            sampling={},
+            tags=["catalog"],
+            description="seeded from the built-in catalog",
+            performance={},
+            state=VersionState.ACTIVE.value,
+        )
+        for spec in catalog(settings).values()
+    ]
+
+
+class ModelRegistry:
+    """One per API process: the cached registry, resolution and pool choice."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: aioredis.Redis,
+        sessions: async_sessionmaker[AsyncSession],
+    ):
+        self.settings = settings
+        self.redis = client
+        self.sessions = sessions
+        self.breakers = Breakers(settings, client)
+        self._snapshot = Snapshot()
+        self._generation: bytes | str | None = None
+        self._read_at = float("-inf")
+        self._seeded = False
+
+    async def changed(self) -> None:
+        """Call after committing a registry change: every API process re-reads."""
+        await self.redis.incr(REGISTRY_GENERATION_KEY)
+        self._read_at = float("-inf")
+
+    async def snapshot(self) -> Snapshot:
+        generation = await self.redis.get(REGISTRY_GENERATION_KEY)
+        stale = time.monotonic() - self._read_at > _MAX_AGE_S
+        if generation != self._generation or stale:
+            async with self.sessions() as session:
+                await self._seed(session)
+                self._snapshot = await _load(session)
+            self._generation, self._read_at = generation, time.monotonic()
+        return self._snapshot
+
+    async def _seed(self, session: AsyncSession) -> None:
+        if self._seeded:
+            return
+        present = await repository.names(session)
+        for row in seed_rows(self.settings):
+            if row.name not in present:
+                await repository.insert_if_absent(session, row)
+        await session.commit()
+        self._seeded = True
+
+    async def resolve(self, requested: str, sticky_key: str | None = None) -> Target:
+        """The version a request for `requested` goes to (404 for an unknown one)."""
+        if (spec := ollama_spec(self.settings, requested)) is not None:
+            return Target(spec, None)
+        name, version = split_name(requested)
+        snap = await self.snapshot()
+        policy_id = arm = None
+        if version is None:
+            policy = snap.policies.get(name)
+            if policy is not None:
+                chosen = policies.choose_arm(policy, sticky_key)
+                version, policy_id, arm = chosen.version, str(policy.id), chosen.name
+            else:
+                version = snap.active.get(name)
+        row = snap.versions.get((name, version or ""))
+        if row is None or row.state == VersionState.RETIRED.value:
+            raise ModelNotFound(_not_found(snap, name, version), param="model")
+        spec = spec_of(self.settings, row)
+        return Target(spec, row.version, row.fallback, policy_id, arm)
+
+    async def route(self, target: Target, job_id: str, adapter: str | None = None) -> Route:
+        """A live pool for `target`, by load, past the breakers; else its fallback, else 503."""
+        spec = target.spec
+        workers = await registry_view(self.redis).workers()
+        live = list(pools_of(workers, spec.engine, spec.name, target.version).values())
+        if not live:
+            raise ServiceUnavailable(
+                f"No live worker serves model '{_label(target)}' (engine {spec.engine}); "
+                "retry shortly.",
+                code="no_worker_available",
+                retry_after_s=max(1, math.ceil(self.settings.worker_heartbeat_s)),
+            )
+        candidates = with_adapter(live, adapter)
+        if not candidates:
+            raise AdapterNotFound(
+                f"No live worker of model '{_label(target)}' has the adapter '{adapter}' loaded.",
+                param="adapter",
+            )
+        await self._depths(candidates)
+        wait = math.inf
+        for pool in rank(candidates):
+            admission = await self.breakers.admit(pool.queue, job_id)
+            if admission.allowed:
+                return Route(target, pool.queue, pool.pool, admission.probe, adapter)
+            wait = min(wait, admission.retry_after_s)
+        return await self._fallback(target, job_id, wait)
+
+    async def _fallback(self, target: Target, job_id: str, wait: float) -> Route:
+        if target.fallback and target.fallback_from is None:
+            fallback = await self.resolve(target.fallback)
+            marked = Target(fallback.spec, fallback.version, None, target.policy, target.arm,
+                            fallback_from=_label(target))  # fmt: skip
+            return await self.route(marked, job_id)
+        raise ServiceUnavailable(
+            f"Model '{_label(target)}' is unavailable: its workers are failing (circuit "
+            "breaker open); retry later.",
+            code="model_unavailable",
+            retry_after_s=max(1, math.ceil(wait)),
+        )
+
+    async def _depths(self, pools: list[Pool]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for pool in pools:
+                pipe.llen(pool.queue)
+            depths = await pipe.execute()
+        for pool, depth in zip(pools, depths, strict=True):
+            pool.depth = int(depth)
+
+
+def queue_of(route: Route) -> str:
+    return route.queue or queue_name(route.target.spec.engine, route.target.spec.name)
+
+
+def _label(target: Target) -> str:
+    return f"{target.spec.name}:{target.version}" if target.version else target.spec.name
+
+
+def _not_found(snap: Snapshot, name: str, version: str | None) -> str:
+    names = sorted({n for n, _ in snap.versions})
+    if any(n == name for n, _ in snap.versions):
+        if version is None:
+            return f"The model '{name}' has no active version."
+        return f"The model '{name}' has no version '{version}' (or it is retired)."
+    return f"The model '{name}' does not exist. Known models: {', '.join(names)}."
+
+
+async def _load(session: AsyncSession) -> Snapshot:
+    snap = Snapshot()
+    for row in await repository.list_versions(session):
+        snap.versions[(row.name, row.version)] = row
+        if row.state == VersionState.ACTIVE.value:
+            snap.active[row.name] = row.version
+    for policy in await repository.running_policies(session):
+        snap.policies[policy.model] = policy
+    session.expunge_all()
+    return snap
+
+
+_registries: weakref.WeakKeyDictionary[aioredis.Redis, ModelRegistry] = weakref.WeakKeyDictionary()
+
+
+def model_registry(
+    settings: Settings, client: aioredis.Redis, sessions: async_sessionmaker[AsyncSession]
+) -> ModelRegistry:
+    """The one registry of an API process's Redis client."""
+    registry = _registries.get(client)
+    if registry is None:
+        registry = _registries[client] = ModelRegistry(settings, client, sessions)
+    return registry

@@ -1,0 +1,151 @@
+"""Continuous batching on the real model: batched sequences equal solo ones, bit for bit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from inferq.catalog import BUNDLED_MODEL, resolve_model
+from inferq.settings import get_settings
+from inferq.workers.engine import GenerationRequest, SamplingParams
+from inferq.workers.llamacpp import LlamaCppEngine
+from tests.conftest import submit, wait_final
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [
+    "The capital of France is",
+    "Once upon a time",
+    "def fibonacci(n):",
+    "My favourite food is",
+    "The quick brown fox",
+    "In 1492, Columbus",
+    "Water boils at",
+    "The three laws of robotics are",
+]
+N_TOKENS = 16
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[LlamaCppEngine]:
+    path = resolve_model(get_settings(), BUNDLED_MODEL).path
+    assert isinstance(path, Path)
+    engine = LlamaCppEngine(BUNDLED_MODEL, path, 1024, None, slots=8)
+    engine.load()
+    yield engine
+    engine.unload()
+
+
+def _run(engine: LlamaCppEngine, prompt: str, **params: object) -> list[int]:
+    sampling = SamplingParams(max_tokens=N_TOKENS, **params)  # type: ignore[arg-type]
+    return [t.id for t in engine.generate(GenerationRequest(prompt, sampling))]
+
+
+def _concurrently(engine: LlamaCppEngine, jobs: list[dict[str, object]]) -> list[list[int]]:
+    results: list[list[int]] = [[] for _ in jobs]
+    start = threading.Barrier(len(jobs))
+
+    def work(i: int) -> None:
+        start.wait()
+        results[i] = _run(engine, **jobs[i])  # type: ignore[arg-type]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    return results
+
+
+def test_eight_concurrent_greedy_jobs_equal_their_solo_runs(engine: LlamaCppEngine) -> None:
+    solo = [_run(engine, p, temperature=0) for p in PROMPTS]
+    assert all(len(tokens) > 0 for tokens in solo)
+    batched = _concurrently(engine, [{"prompt": p, "temperature": 0} for p in PROMPTS])
+    assert batched == solo
+    assert engine.kv_usage()["kv_used"] == 0
+    assert engine.kv_cells_in_llama() == 0
+
+
+def test_cancelling_one_sequence_leaves_the_others_equal_to_solo(
+    engine: LlamaCppEngine,
+) -> None:
+    prompts = PROMPTS[:4]
+    solo = [_run(engine, p, temperature=0) for p in prompts]
+    results: list[list[int]] = [[] for _ in prompts]
+    start = threading.Barrier(len(prompts))
+
+    def victim() -> None:
+        start.wait()
+        sampling = SamplingParams(max_tokens=N_TOKENS, temperature=0)
+        with contextlib.closing(engine.generate(GenerationRequest(prompts[0], sampling))) as gen:
+            results[0] = [next(gen).id, next(gen).id]  # then closed mid-generation
+
+    def other(i: int) -> None:
+        start.wait()
+        results[i] = _run(engine, prompts[i], temperature=0)
+
+    threads = [threading.Thread(target=victim)]
+    threads += [threading.Thread(target=other, args=(i,)) for i in range(1, len(prompts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert results[0] == solo[0][:2]
+    assert results[1:] == solo[1:]
+    assert engine.kv_usage()["kv_used"] == 0 and engine.kv_cells_in_llama() == 0
+
+
+def test_kv_accounting_counts_live_cells_and_returns_to_zero(engine: LlamaCppEngine) -> None:
+    sampling = SamplingParams(max_tokens=N_TOKENS, temperature=0)
+    prompt_tokens = engine.count_tokens(PROMPTS[0])
+    gen = engine.generate(GenerationRequest(PROMPTS[0], sampling))
+    next(gen)
+    next(gen)
+    # The prompt and the first sampled token are in the cache (the latest one is not yet).
+    used = engine.kv_usage()["kv_used"]
+    assert used >= prompt_tokens + 1
+    assert engine.kv_cells_in_llama() == engine.kv_usage()["kv_used"]
+    assert engine.capacity()["kv_total"] == 8 * 1024
+    gen.close()
+    assert engine.kv_cells_in_llama() == 0  # runs after the scheduler dropped the sequence
+    assert engine.kv_usage()["kv_used"] == 0
+
+
+def test_seeded_sampling_is_reproducible_under_batching(engine: LlamaCppEngine) -> None:
+    jobs: list[dict[str, object]] = [
+        {"prompt": p, "temperature": 1.0, "seed": 1000 + i} for i, p in enumerate(PROMPTS)
+    ]
+    solo = [_run(engine, **job) for job in jobs]  # type: ignore[arg-type]
+    batched = _concurrently(engine, jobs)
+    assert batched == solo
+    other_seed = _run(engine, PROMPTS[0], temperature=1.0, seed=7)
+    assert len({tuple(solo[0]), tuple(other_seed)}) == 2 or solo[0] == other_seed
+
+
+def test_a_bad_grammar_is_refused_before_it_reaches_the_batch(engine: LlamaCppEngine) -> None:
+    with pytest.raises(Exception, match="grammar"):
+        engine.generate(GenerationRequest("x", SamplingParams(max_tokens=2, grammar="root ::= (")))
+    assert engine.kv_usage()["kv_used"] == 0
+
+
+async def test_eight_concurrent_jobs_through_the_stack_equal_solo(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"model": BUNDLED_MODEL, "max_tokens": N_TOKENS, "temperature": 0}
+    solo = []
+    for prompt in PROMPTS:
+        job = await wait_final(client, (await submit(client, prompt=prompt, **body))["id"])
+        solo.append(job["output"])
+    accepted = await asyncio.gather(*(submit(client, prompt=p, **body) for p in PROMPTS))
+    finals = await asyncio.gather(*(wait_final(client, a["id"]) for a in accepted))
+    assert [f["status"] for f in finals] == ["completed"] * len(PROMPTS)
+    assert [f["output"] for f in finals] == solo
+    workers = (await client.get("/v1/workers")).json()["data"]
+    llama = [w for w in workers if w["model"] == BUNDLED_MODEL]
+    assert llama and llama[0]["slots"] == 8

@@ -1,0 +1,98 @@
+"""The per-pool circuit breaker against real Redis: the rules, the probe, the reset.
+
+The end-to-end walk against a worker that fails on purpose is in test_registry_system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from inferq.metrics import BREAKER_STATE
+from inferq.registry.breaker import CLOSED, HALF_OPEN, OPEN, Breakers
+from inferq.settings import get_settings
+
+COOLDOWN_S = 0.3
+
+
+@pytest.fixture
+async def breakers() -> AsyncIterator[Breakers]:
+    settings = get_settings().model_copy(
+        update={"breaker_failures": 3, "breaker_cooldown_s": COOLDOWN_S,
+                "breaker_min_requests": 10, "breaker_error_rate": 0.5}
+    )  # fmt: skip
+    client = aioredis.Redis.from_url(settings.redis_url)
+    yield Breakers(settings, client)
+    await client.aclose()
+
+
+def _pool() -> str:
+    return f"inferq.echo.test-{uuid.uuid4().hex[:8]}"
+
+
+def _job() -> str:
+    return str(uuid.uuid4())
+
+
+def _gauge(pool: str) -> float:
+    return BREAKER_STATE.labels(pool)._value.get()  # type: ignore[no-any-return]
+
+
+async def test_consecutive_failures_open_then_one_probe_closes(breakers: Breakers) -> None:
+    pool = _pool()
+    assert (await breakers.admit(pool, _job())).allowed
+    assert await breakers.record(pool, _job(), ok=False) == CLOSED
+    assert await breakers.record(pool, _job(), ok=True) == CLOSED  # a success resets the run
+    for _ in range(2):
+        assert await breakers.record(pool, _job(), ok=False) == CLOSED
+    assert await breakers.record(pool, _job(), ok=False) == OPEN
+    assert _gauge(pool) == 2
+    refused = await breakers.admit(pool, _job())
+    assert not refused.allowed and refused.state == OPEN
+    assert 0 < refused.retry_after_s <= COOLDOWN_S
+    await asyncio.sleep(COOLDOWN_S + 0.05)
+    probe_id = _job()
+    probe = await breakers.admit(pool, probe_id)
+    assert probe.allowed and probe.probe and probe.state == HALF_OPEN
+    assert _gauge(pool) == 1
+    assert not (await breakers.admit(pool, _job())).allowed  # one probe at a time
+    assert await breakers.record(pool, _job(), ok=True) == HALF_OPEN  # not the probe
+    assert await breakers.record(pool, probe_id, ok=True) == CLOSED
+    assert (await breakers.admit(pool, _job())).allowed
+    assert _gauge(pool) == 0
+
+
+async def test_a_failed_probe_opens_again(breakers: Breakers) -> None:
+    pool = _pool()
+    for _ in range(3):
+        await breakers.record(pool, _job(), ok=False)
+    await asyncio.sleep(COOLDOWN_S + 0.05)
+    probe_id = _job()
+    assert (await breakers.admit(pool, probe_id)).probe
+    assert await breakers.record(pool, probe_id, ok=False) == OPEN
+    view = await breakers.describe(pool)
+    assert view["state"] == OPEN and view["reason"] == "probe_failed"
+    assert view["times_opened"] == 2
+
+
+async def test_error_rate_over_the_window_opens(breakers: Breakers) -> None:
+    pool = _pool()
+    # Alternating outcomes never make 3 failures in a row, but half of them fail.
+    states = [await breakers.record(pool, _job(), ok=i % 2 == 0) for i in range(10)]
+    assert states[:-1] == [CLOSED] * 9
+    assert states[-1] == OPEN
+    assert (await breakers.describe(pool))["reason"] == "error_rate"
+
+
+async def test_reset_closes_and_lists(breakers: Breakers) -> None:
+    pool = _pool()
+    for _ in range(3):
+        await breakers.record(pool, _job(), ok=False)
+    assert pool in {b["pool"] for b in await breakers.all()}
+    assert await breakers.reset(pool)
+    assert (await breakers.describe(pool))["state"] == CLOSED
+    assert (await breakers.admit(pool, _job())).allowed

@@ -1,0 +1,133 @@
+"""The cache service called directly, as two tenants: real Redis, PostgreSQL and MiniLM.
+
+The worker's real fill function stores tenant A's answers; tenant B's identical and
+paraphrased lookups must come back empty while A's come back with A's canary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from inferq.cache.fill import fill_cache
+from inferq.cache.service import CacheLookup, CacheService
+from inferq.cache.tenancy import tenant_var
+from inferq.catalog import resolve_model
+from inferq.db.models import Job, JobStatus
+from inferq.db.session import make_engine, make_sessionmaker
+from inferq.embeddings import Embedder
+from inferq.settings import get_settings
+
+PARAMS: dict[str, Any] = {"max_tokens": 6, "temperature": 0.0, "top_p": 0.95, "stop": None}
+QUESTION = "What is the capital of France?"
+PARAPHRASE = "Which city is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+async def service(settings_env: None) -> AsyncIterator[CacheService]:
+    settings = get_settings()
+    db_engine = make_engine(settings)
+    client = aioredis.Redis.from_url(settings.redis_url)
+    embedder = Embedder()
+    await embedder.wait_ready()
+    cache = CacheService(settings, client, make_sessionmaker(db_engine))
+    await cache.start(embedder)
+    yield cache
+    await cache.stop()
+    await client.aclose()
+    await db_engine.dispose()
+
+
+async def _lookup(cache: CacheService, tenant: str, prompt: str) -> CacheLookup:
+    token = tenant_var.set(tenant)
+    try:
+        return await cache.lookup(resolve_model(cache.settings, "echo"), prompt, None, PARAMS)
+    finally:
+        tenant_var.reset(token)
+
+
+async def _answer(cache: CacheService, tenant: str, prompt: str, text: str) -> None:
+    """What submit_job and the worker do for a miss that completes with `text`."""
+    lookup = await _lookup(cache, tenant, prompt)
+    assert not lookup.hit and lookup.vector is not None
+    job = Job(
+        id=uuid.uuid4(),
+        created_at=datetime.now(UTC),
+        model="echo",
+        engine="echo",
+        status=JobStatus.QUEUED.value,
+        params=dict(PARAMS),
+        prompt=prompt,
+        prompt_tokens=7,
+        attempts=1,
+    )
+    async with cache.sessions() as session:
+        await cache.attach(session, lookup, job)
+        session.add(job)
+        await session.commit()
+        values = {"status": "completed", "finish_reason": "stop", "output": text}
+        values["usage"] = {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}
+        job.status, job.output, job.finish_reason = "completed", text, "stop"
+        await session.commit()
+    fill_cache(redis.Redis.from_url(cache.settings.redis_url), job, values, [text])
+
+
+async def test_two_tenants_through_the_service(service: CacheService) -> None:
+    a, b = f"svc-a-{uuid.uuid4().hex[:6]}", f"svc-b-{uuid.uuid4().hex[:6]}"
+    canary = f"CANARY-{a}"
+    await _answer(service, a, QUESTION, canary)
+    async with asyncio.timeout(5):
+        while service.index.count(a) < 1:
+            await asyncio.sleep(0.01)
+    exact = await _lookup(service, a, QUESTION)
+    semantic = await _lookup(service, a, PARAPHRASE)
+    assert exact.marker == "hit-exact" and exact.answer and exact.answer.text == canary
+    assert semantic.marker and semantic.marker.startswith("hit-semantic")
+    assert semantic.answer and semantic.answer.text == canary
+    for prompt in (QUESTION, PARAPHRASE):
+        other = await _lookup(service, b, prompt)
+        assert not other.hit and other.answer is None and other.marker == "miss"
+    assert service.index.count(b) == 0
+    # B's own answer lives beside A's and does not disturb it.
+    await _answer(service, b, QUESTION, "B's own answer")
+    again = await _lookup(service, a, QUESTION)
+    assert again.answer is not None and again.answer.text == canary
+
+
+def test_per_tenant_bound_evicts_the_oldest(settings_env: None) -> None:
+    from inferq.cache.exact import CachedAnswer, fill_answer
+    from inferq.cache.keys import quote_segment
+    from inferq.queue.names import cache_answer_key, cache_tenant_index_key
+
+    client = redis.Redis.from_url(get_settings().redis_url)
+    tenant, other = f"bound-{uuid.uuid4().hex[:6]}", f"bound-{uuid.uuid4().hex[:6]}"
+    answer = CachedAnswer(["x"], "stop", {"completion_tokens": 1}, "job")
+    keys = [cache_answer_key(quote_segment(tenant), "echo", f"d{i}") for i in range(5)]
+    fill_answer(
+        client, cache_answer_key(quote_segment(other), "echo", "o"), other, answer, 60, 0, 3
+    )
+    for i, key in enumerate(keys):
+        # Later expiry = newer entry; the bound keeps the 3 that expire last.
+        fill_answer(client, key, tenant, answer, 60 + i, 1_000_000_000, 3)
+    assert [bool(client.exists(k)) for k in keys] == [False, False, True, True, True]
+    assert client.zcard(cache_tenant_index_key(quote_segment(tenant))) == 3
+    assert client.exists(cache_answer_key(quote_segment(other), "echo", "o"))  # untouched
+
+
+async def test_purge_by_model_within_a_tenant(service: CacheService) -> None:
+    tenant = f"purge-{uuid.uuid4().hex[:6]}"
+    await _answer(service, tenant, "purge this question please", "gone soon")
+    async with asyncio.timeout(5):
+        while service.index.count(tenant) < 1:
+            await asyncio.sleep(0.01)
+    assert (await service.store.purge(tenant, "gemma-3-270m")) == {"exact": 0, "semantic": 0}
+    assert (await service.store.purge(tenant, "echo")) == {"exact": 1, "semantic": 1}
+    assert service.index.count(tenant) == 0
+    assert not (await _lookup(service, tenant, "purge this question please")).hit

@@ -1,0 +1,210 @@
+"""REST sessions, full-text search, export, the reply trigger and the analyst views."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+
+from tests.wschat import chat, connect, recv, send, ws_url
+
+
+async def new_session(client: httpx.AsyncClient, **body: object) -> dict[str, object]:
+    response = await client.post("/v1/sessions", json=body)
+    assert response.status_code == 201, response.text
+    created: dict[str, object] = response.json()
+    return created
+
+
+async def test_create_read_patch_delete(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    created = await new_session(client, title="Trip", system_prompt="be brief", model="echo")
+    assert created["object"] == "chat.session" and created["model"] == "echo"
+    sid = created["id"]
+    read = (await client.get(f"/v1/sessions/{sid}")).json()
+    assert read["messages"] == [] and read["title"] == "Trip" and read["next_after"] is None
+    patched = await client.patch(
+        f"/v1/sessions/{sid}", json={"title": "Trip 2", "model": "gemma-3-270m"}
+    )
+    assert patched.status_code == 200
+    assert patched.json()["title"] == "Trip 2" and patched.json()["model"] == "gemma-3-270m"
+    assert patched.json()["system_prompt"] == "be brief"  # untouched
+    cleared = (await client.patch(f"/v1/sessions/{sid}", json={"system_prompt": None})).json()
+    assert cleared["system_prompt"] is None and cleared["title"] == "Trip 2"
+    assert (await client.delete(f"/v1/sessions/{sid}")).status_code == 204
+    assert (await client.get(f"/v1/sessions/{sid}")).status_code == 404
+    assert (await client.delete(f"/v1/sessions/{sid}")).status_code == 404
+    assert (
+        await db.fetchval("SELECT count(*) FROM chat_messages WHERE session_id = $1::uuid", sid)
+        == 0
+    )
+
+
+async def test_bad_input_gets_openai_errors(client: httpx.AsyncClient) -> None:
+    cases = [
+        ("post", "/v1/sessions", {"model": "nope"}, 404, "model_not_found"),
+        ("post", "/v1/sessions", {"colour": "red"}, 422, "invalid_value"),
+        ("post", "/v1/sessions", {"title": "x" * 201}, 422, "invalid_value"),
+        ("get", "/v1/sessions/not-a-uuid", None, 404, "session_not_found"),
+        ("get", f"/v1/sessions/{uuid.uuid4()}", None, 404, "session_not_found"),
+        ("patch", f"/v1/sessions/{uuid.uuid4()}", {"title": "t"}, 404, "session_not_found"),
+        ("get", "/v1/sessions?cursor=garbage", None, 400, "invalid_cursor"),
+        ("get", "/v1/sessions?limit=0", None, 422, "invalid_value"),
+        ("get", "/v1/sessions/search?q=", None, 422, "invalid_value"),
+    ]
+    for method, path, body, status, code in cases:
+        response = await client.request(method, path, json=body)
+        assert response.status_code == status, (path, response.text)
+        error = response.json()["error"]
+        assert error["code"] == code and error["message"] and "type" in error, (path, error)
+    created = await new_session(client)
+    response = await client.patch(f"/v1/sessions/{created['id']}", json={"model": None})
+    assert response.status_code == 400
+
+
+async def test_list_is_paginated_and_filtered(client: httpx.AsyncClient) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    ids = [(await new_session(client, model="echo", title=f"page {i}"))["id"] for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {
+            "limit": 2,
+            "model": "echo",
+            "created_after": before.isoformat(),
+        }
+        if cursor:
+            params["cursor"] = cursor
+        page = (await client.get("/v1/sessions", params=params)).json()
+        seen += [s["id"] for s in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids)), "newest first, each once"
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    none = (await client.get("/v1/sessions", params={"created_after": future})).json()
+    assert none["data"] == []
+    past = (
+        await client.get(
+            "/v1/sessions", params={"created_before": before.isoformat(), "limit": 100}
+        )
+    ).json()
+    assert not set(ids) & {s["id"] for s in past["data"]}
+    other = (
+        await client.get("/v1/sessions", params={"model": "gemma-3-270m", "limit": 100})
+    ).json()
+    assert not set(ids) & {s["id"] for s in other["data"]}
+
+
+async def test_turns_are_stored_and_messages_paginated(
+    stack: str, client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    session = await new_session(client, model="echo", system_prompt="sys words")
+    async with connect(ws_url(stack)) as ws:
+        for i in range(3):
+            await chat(ws, f"turn{i}", session_id=session["id"], params={"max_tokens": 30})
+    first = (await client.get(f"/v1/sessions/{session['id']}", params={"limit": 4})).json()
+    assert [m["position"] for m in first["messages"]] == [0, 1, 2, 3]
+    assert first["next_after"] == 3 and first["message_count"] == 6
+    rest = (await client.get(f"/v1/sessions/{session['id']}", params={"after": 3})).json()
+    assert [m["role"] for m in rest["messages"]] == ["user", "assistant"]
+    assert rest["next_after"] is None
+    last = rest["messages"][-1]
+    assert last["status"] == "complete" and last["model"] == "echo" and last["job_id"]
+    # The third turn saw the system prompt and both earlier turns (echo repeats its prompt).
+    assert last["content"].startswith("system: sys words user: turn0 assistant: system:")
+    prompt = await db.fetchval("SELECT prompt FROM jobs WHERE id = $1::uuid", last["job_id"])
+    assert prompt.endswith("user: turn2") and "user: turn1" in prompt
+    assert first["title"] == "turn0"
+
+
+async def test_full_text_search(
+    stack: str, client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    word = f"zebra{uuid.uuid4().hex[:8]}"
+    session = await new_session(client, model="echo")
+    async with connect(ws_url(stack)) as ws:
+        await chat(
+            ws, f"the {word} crossed rivers", session_id=session["id"], params={"max_tokens": 6}
+        )
+        await chat(ws, "nothing to see", session_id=session["id"], params={"max_tokens": 3})
+    found = (await client.get("/v1/sessions/search", params={"q": f"{word} river"})).json()
+    assert found["data"], found
+    assert {h["session_id"] for h in found["data"]} == {session["id"]}
+    assert {h["role"] for h in found["data"]} == {"user", "assistant"}  # stemmed: river(s)
+    assert all(f"<b>{word}</b>" in h["snippet"] for h in found["data"])
+    query = f'"{word} crossed" -rivers'  # a phrase, and a word that must not be there
+    missing = (await client.get("/v1/sessions/search", params={"q": query})).json()
+    assert missing["data"] == []
+    one = (await client.get("/v1/sessions/search", params={"q": word, "limit": 1})).json()
+    assert len(one["data"]) == 1 and one["next_offset"] == 1
+    # The GIN index serves the query (forced, since the test table is small).
+    async with db.transaction():
+        await db.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in await db.fetch(
+                "EXPLAIN SELECT id FROM chat_messages "
+                "WHERE content_tsv @@ websearch_to_tsquery('english', $1)",
+                word,
+            )
+        )
+    assert "ix_chat_messages_content_tsv" in plan, plan
+
+
+async def test_export_is_a_json_download(stack: str, client: httpx.AsyncClient) -> None:
+    session = await new_session(client, model="echo", title="export me")
+    async with connect(ws_url(stack)) as ws:
+        await chat(ws, "export this", session_id=session["id"], params={"max_tokens": 3})
+    response = await client.get(f"/v1/sessions/{session['id']}/export")
+    assert response.status_code == 200
+    assert response.headers["content-disposition"].startswith("attachment;")
+    document = response.json()
+    assert document["object"] == "chat.session.export"
+    assert document["session"]["title"] == "export me"
+    assert [m["content"] for m in document["messages"]] == [
+        "export this",
+        "user: export this",
+    ]
+
+
+async def test_analyst_views(stack: str, client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    session = await new_session(client, model="echo")
+    async with connect(ws_url(stack)) as ws:
+        await chat(ws, "count me", session_id=session["id"], params={"max_tokens": 4})
+        await chat(ws, "and me", session_id=session["id"], params={"max_tokens": 2})
+    stats = await db.fetchrow(
+        "SELECT * FROM chat_session_stats WHERE session_id = $1::uuid", session["id"]
+    )
+    assert (
+        stats["messages"] == 4 and stats["user_messages"] == 2 and stats["assistant_messages"] == 2
+    )
+    assert stats["completion_tokens"] == 6 and stats["prompt_tokens"] > 0
+    assert stats["avg_ttft_ms"] > 0 and stats["models"] == ["echo"]
+    assert stats["cache_hits"] == 0 and stats["truncated_turns"] == 0
+    turns = await db.fetch(
+        "SELECT * FROM chat_turns WHERE session_id = $1::uuid ORDER BY position", session["id"]
+    )
+    assert [t["completion_tokens"] for t in turns] == [4, 2]
+    assert all(t["total_ms"] >= t["ttft_ms"] for t in turns)
+    daily = await db.fetchrow(
+        "SELECT * FROM chat_daily_usage WHERE model = 'echo' ORDER BY day DESC LIMIT 1"
+    )
+    assert daily["turns"] >= 2 and daily["p50_ttft_ms"] > 0
+
+
+async def test_pending_reply_shows_live_text(stack: str, client: httpx.AsyncClient) -> None:
+    session = await new_session(client, model="echo")
+    long = " ".join(f"w{i}" for i in range(100))
+    async with connect(ws_url(stack)) as ws:
+        data = {"session_id": session["id"], "prompt": long, "params": {"max_tokens": 100}}
+        await send(ws, "stream_chat", data)
+        start = await recv(ws)
+        for _ in range(5):
+            await recv(ws)
+        read = (await client.get(f"/v1/sessions/{session['id']}")).json()
+        reply = read["messages"][1]
+        assert reply["status"] == "pending" and reply["job_id"] == start["data"]["job_id"]
+        assert reply["content"].startswith("user: w0 w1 w2")
+        await send(ws, "stop", {"job_id": start["data"]["job_id"]})

@@ -1,0 +1,312 @@
+"""The WebSocket chat protocol against the real stack (echo engine unless marked slow)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+import uuid
+
+import asyncpg
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.conftest import API_KEY, API_PORT, AUTH, wait_final
+from tests.stack import LOG_DIR, Proc, inferq_argv, wait_http
+from tests.wschat import (
+    chat,
+    connect,
+    recv,
+    send,
+    text_of,
+    tokens_of,
+    until_end,
+    ws_url,
+)
+
+LONG = " ".join(f"t{i}" for i in range(200))
+
+
+async def test_chat_streams_tokens_in_order_and_ends(stack: str) -> None:
+    async with connect(ws_url(stack), subprotocols=["inferq.v1"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "inferq.v1"
+        start, frames = await chat(ws, "alpha beta", model="echo", params={"max_tokens": 5})
+        job_id = start["job_id"]
+        uuid.UUID(start["session_id"])
+        seqs = [t["seq"] for t in tokens_of(frames, job_id)]
+        assert seqs == [0, 1, 2, 3, 4]
+        assert text_of(frames, job_id) == "user: alpha beta user: alpha"
+        end = frames[-1]
+        assert end["event"] == "stream_end"
+        assert end["data"]["finish_reason"] == "length" and end["data"]["cache"] == "miss"
+        assert end["data"]["usage"]["completion_tokens"] == 5
+        assert set(end["data"]["timings"]) >= {"ttft_ms", "total_ms"}
+
+
+async def test_bad_messages_get_error_events_and_socket_stays_open(stack: str) -> None:
+    async with connect(ws_url(stack)) as ws:
+        cases = [
+            ("{not json", "invalid_json"),
+            (json.dumps([1, 2]), "invalid_message"),
+            (json.dumps({"event": "teleport", "data": {}}), "unknown_event"),
+            (json.dumps({"event": "stream_chat", "data": {"prompt": ""}}), "invalid_value"),
+            (json.dumps({"event": "stream_chat", "data": "x"}), "invalid_message"),
+            (json.dumps({"event": "stop", "data": {}}), "invalid_value"),
+        ]
+        for raw, code in cases:
+            await ws.send(raw)
+            frame = await recv(ws)
+            assert frame == {"event": "error", "data": frame["data"]}
+            assert frame["data"]["code"] == code, (raw, frame)
+        await send(ws, "stream_chat", {"prompt": "hi", "model": "nope"})
+        assert (await recv(ws))["data"]["code"] == "model_not_found"
+        await send(ws, "stream_chat", {"prompt": "hi", "session_id": str(uuid.uuid4())})
+        assert (await recv(ws))["data"]["code"] == "session_not_found"
+        await send(ws, "stream_chat", {"prompt": "hi", "model": "echo", "params": {"top_k": 3}})
+        assert (await recv(ws))["data"]["code"] == "invalid_value"
+        await send(
+            ws, "stream_chat", {"prompt": "hi", "model": "echo", "params": {"max_tokens": 0}}
+        )
+        assert (await recv(ws))["data"]["code"] == "invalid_value"
+        await send(ws, "resume", {"job_id": str(uuid.uuid4()), "last_seq": 0})
+        missing = await recv(ws)
+        assert missing["data"]["code"] == "job_not_found" and "job_id" in missing["data"]
+        await send(ws, "ping")
+        assert await recv(ws) == {"event": "pong", "data": {}}
+
+
+async def test_message_over_64_kib_closes_with_1009(stack: str) -> None:
+    async with connect(ws_url(stack), max_size=None) as ws:
+        await ws.send(json.dumps({"event": "ping", "data": {"pad": "x" * 60_000}}))
+        assert (await recv(ws))["event"] == "pong"  # under the limit: fine
+        await ws.send(json.dumps({"event": "ping", "data": {"pad": "x" * 70_000}}))
+        with pytest.raises(ConnectionClosed) as closed:
+            await recv(ws)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_several_chats_at_once_on_one_socket(stack: str) -> None:
+    async with connect(ws_url(stack)) as ws:
+        prompts = {f"p{i}": f"word{i}a word{i}b" for i in range(3)}
+        for prompt in prompts.values():
+            await send(
+                ws, "stream_chat", {"prompt": prompt, "model": "echo", "params": {"max_tokens": 4}}
+            )
+        frames: list[dict[str, object]] = []
+        ended: set[str] = set()
+        async with asyncio.timeout(60):
+            while len(ended) < 3:
+                frame = await recv(ws)
+                frames.append(frame)
+                if frame["event"] == "stream_end":
+                    ended.add(frame["data"]["job_id"])  # type: ignore[index]
+        starts = [f["data"] for f in frames if f["event"] == "stream_start"]
+        assert len({s["job_id"] for s in starts}) == 3  # type: ignore[index]
+        texts = sorted(text_of(frames, job) for job in ended)  # type: ignore[arg-type]
+        assert texts == sorted(f"user: {p} user:" for p in prompts.values())
+
+
+async def test_stop_ends_generation_within_one_second(stack: str, db: asyncpg.Connection) -> None:
+    async with connect(ws_url(stack)) as ws:
+        await send(
+            ws, "stream_chat", {"prompt": LONG, "model": "echo", "params": {"max_tokens": 200}}
+        )
+        job_id = (await recv(ws))["data"]["job_id"]
+        for _ in range(3):
+            assert (await recv(ws))["event"] == "stream_token"
+        asked = time.monotonic()
+        await send(ws, "stop", {"job_id": job_id})
+        frames = await until_end(ws, job_id)
+        took = time.monotonic() - asked
+        assert frames[-1]["event"] == "stream_end", frames[-1]
+        assert frames[-1]["data"]["finish_reason"] == "cancelled"
+        assert took < 1.0, f"stop took {took:.3f} s"
+        assert len(tokens_of(frames, job_id)) < 50
+    row = await db.fetchrow(
+        "SELECT content, status, finish_reason FROM chat_messages WHERE job_id = $1::uuid", job_id
+    )
+    assert row["status"] == "partial" and row["finish_reason"] == "cancelled"
+    assert row["content"] and LONG.startswith(row["content"].removeprefix("user: "))
+
+
+async def test_resume_after_reconnect_has_no_gap_and_no_duplicate(stack: str) -> None:
+    async with connect(ws_url(stack)) as ws:
+        await send(
+            ws, "stream_chat", {"prompt": LONG, "model": "echo", "params": {"max_tokens": 40}}
+        )
+        job_id = (await recv(ws))["data"]["job_id"]
+        head = [(await recv(ws))["data"] for _ in range(7)]
+    last_seq = head[-1]["seq"]
+    await asyncio.sleep(0.3)  # tokens go on while nobody listens
+    async with connect(ws_url(stack)) as ws:
+        await send(ws, "resume", {"job_id": job_id, "last_seq": last_seq})
+        tail = await until_end(ws, job_id)
+    tokens = head + tokens_of(tail, job_id)
+    assert [t["seq"] for t in tokens] == list(range(40)), "no gap, no duplicate"
+    assert "".join(t["token"] for t in tokens) == "user: " + " ".join(LONG.split()[:39])
+    assert tail[-1]["data"]["seq"] == 40
+
+
+async def test_resume_of_finished_job_replays_the_rest(stack: str) -> None:
+    async with connect(ws_url(stack)) as ws:
+        start, _ = await chat(ws, "x y", model="echo", params={"max_tokens": 3})
+        await send(ws, "resume", {"job_id": start["job_id"], "last_seq": 0})
+        again = await until_end(ws, start["job_id"])
+    assert [f["data"]["seq"] for f in again] == [1, 2, 3]
+    assert again[-1]["event"] == "stream_end"
+
+
+async def test_fifty_sockets_at_once_without_cross_talk(stack: str) -> None:
+    async def one(i: int) -> tuple[str, str]:
+        async with connect(ws_url(stack)) as ws:
+            start, frames = await chat(ws, f"sock{i}", model="echo", params={"max_tokens": 3})
+            others = [f for f in frames if f["data"].get("job_id") not in (start["job_id"], None)]
+            assert not others, f"socket {i} got frames of other jobs: {others[:2]}"
+            return f"sock{i}", text_of(frames, start["job_id"])
+
+    results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(50))), 180)
+    for word, text in results:
+        assert text == f"user: {word} user:", (word, text)
+
+
+async def test_slow_reader_does_not_block_other_sockets(stack: str) -> None:
+    async with connect(ws_url(stack), max_queue=1) as stalled:
+        await send(
+            stalled, "stream_chat", {"prompt": LONG, "model": "echo", "params": {"max_tokens": 150}}
+        )
+        # `stalled` never reads from here on; another socket must still stream at full pace.
+        async with connect(ws_url(stack)) as ws:
+            started = time.monotonic()
+            start, frames = await chat(ws, "quick one", model="echo", params={"max_tokens": 3})
+            assert text_of(frames, start["job_id"]) == "user: quick one"
+        # The echo worker is busy with the stalled chat (150 x 30 ms) before ours.
+        assert time.monotonic() - started < 30
+
+
+async def test_reply_is_stored_when_nobody_listens(stack: str, db: asyncpg.Connection) -> None:
+    async with connect(ws_url(stack)) as ws:
+        await send(
+            ws,
+            "stream_chat",
+            {"prompt": "gone away", "model": "echo", "params": {"max_tokens": 10}},
+        )
+        job_id = (await recv(ws))["data"]["job_id"]
+    async with httpx.AsyncClient(base_url=stack, headers=AUTH) as client:
+        job = await wait_final(client, job_id)
+    await asyncio.sleep(0.1)
+    row = await db.fetchrow(
+        "SELECT content, status, tokens FROM chat_messages WHERE job_id = $1::uuid", job_id
+    )
+    assert row["status"] == "complete" and row["content"] == job["output"]
+    assert row["tokens"] == 10
+
+
+async def test_credentials_are_never_logged(stack: str) -> None:
+    secret = f"iq_{uuid.uuid4().hex[:12]}_{'x' * 43}"  # well-formed, unknown: refused
+    with pytest.raises(InvalidStatus):
+        async with connect(ws_url(stack), additional_headers={"Authorization": f"Bearer {secret}"}):
+            pass
+    protocols = ["inferq.v1", f"bearer.{API_KEY}"]
+    async with connect(ws_url(stack), additional_headers={}, subprotocols=protocols) as ws:  # type: ignore[arg-type]
+        assert ws.subprotocol == "inferq.v1"  # the token is never echoed back
+        await send(ws, "auth", {"token": API_KEY})
+        assert (await recv(ws))["event"] == "authenticated"
+        await send(ws, "auth", {"token": 5})
+        assert (await recv(ws))["data"]["code"] == "invalid_value"
+        await chat(ws, "log me not", model="echo", params={"max_tokens": 2})
+    await asyncio.sleep(0.5)
+    logs = "".join(p.read_text(errors="replace") for p in LOG_DIR.glob("*.log"))
+    assert secret not in logs and API_KEY not in logs
+
+
+async def test_idle_socket_gets_pings_and_is_closed_after_the_timeout(stack: str) -> None:
+    port = API_PORT + 1
+    env = {
+        "INFERQ_API_PORT": str(port),
+        "INFERQ_WS_PING_INTERVAL_S": "0.3",
+        "INFERQ_WS_IDLE_TIMEOUT_S": "1.2",
+    }
+    proc = Proc("api-ws-idle", inferq_argv("api"), env)
+    try:
+        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/health", proc)
+        base = f"http://127.0.0.1:{port}"
+        async with connect(ws_url(base)) as alive, connect(ws_url(base)) as silent:
+            pings = 0
+            async with asyncio.timeout(10):
+                deadline = time.monotonic() + 3
+                while time.monotonic() < deadline:  # answers each ping: kept open
+                    frame = await recv(alive)
+                    assert frame["event"] == "ping"
+                    pings += 1
+                    await send(alive, "pong")
+            assert pings >= 3
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:  # never answered: closed after the idle timeout
+                    await recv(silent, timeout=5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.reason == "idle timeout"
+            await send(alive, "ping")
+            assert (await recv(alive))["event"] in ("pong", "ping")
+    finally:
+        proc.stop()
+
+
+async def test_terminal_chat_client(stack: str) -> None:
+    script = "hello from the terminal\n/stop\n/new\nsecond session here <end>\n"
+    proc = await asyncio.create_subprocess_exec(
+        *inferq_argv("chat", "--url", ws_url(stack), "--model", "echo", "--max-tokens", "300"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "INFERQ_API_KEY": API_KEY},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(script.encode()), 60)
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    assert text.startswith("[session ") and "\nuser:" in text, text
+    assert "finish: cancelled" in text, text  # /stop stopped the 300-token reply
+    assert "user: second session here\n[finish: stop" in text, text
+    sessions = [
+        line.split()[1].rstrip("]") for line in text.splitlines() if line.startswith("[session ")
+    ]
+    assert len(sessions) == 2 and sessions[0] != sessions[1], text
+
+
+class _StalledSocket:
+    """A peer that never reads: the first send blocks for good (a full TCP window)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.closed_with: tuple[int, str] | None = None
+        self._never = asyncio.Event()
+
+    async def send_text(self, text: str) -> None:
+        self.sent.append(text)
+        await self._never.wait()
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed_with = (code, reason)
+
+
+async def test_outbox_is_bounded_and_closes_a_stalled_reader_with_1013() -> None:
+    from inferq.api.ws import CLOSE_TRY_AGAIN, Outbox
+
+    peer = _StalledSocket()
+    outbox = Outbox(peer, limit=4)  # type: ignore[arg-type]
+    writer = asyncio.create_task(outbox.run())
+    outbox.send("stream_token", {"seq": 0})
+    await asyncio.sleep(0.01)  # the writer takes it and blocks on the peer
+    for seq in range(1, 5):
+        outbox.send("stream_token", {"seq": seq})
+    assert len(outbox) == 4 and outbox.closing is None
+    outbox.send("stream_token", {"seq": 5})  # one too many
+    assert outbox.closing is not None and outbox.closing[0] == CLOSE_TRY_AGAIN
+    for seq in range(6, 10_000):
+        outbox.send("stream_token", {"seq": seq})
+    assert len(outbox) == 0, "nothing piles up once closing"
+    assert outbox.close_requested.is_set() and len(peer.sent) == 1
+    writer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writer
