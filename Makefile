@@ -32,12 +32,12 @@ migrate: install
 	$(INFERQ) migrate
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench migrations
-	$(VENV)/bin/ruff format --check src tests bench migrations
+	$(VENV)/bin/ruff check src tests bench migrations scripts
+	$(VENV)/bin/ruff format --check src tests bench migrations scripts
 
 format: install
-	$(VENV)/bin/ruff format src tests bench migrations
-	$(VENV)/bin/ruff check --fix src tests bench migrations
+	$(VENV)/bin/ruff format src tests bench migrations scripts
+	$(VENV)/bin/ruff check --fix src tests bench migrations scripts
 
 typecheck: install
 	$(VENV)/bin/mypy

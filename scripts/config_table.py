@@ -1,6 +1,6 @@
 """Print docs/configuration.md from the Settings object, so the table cannot drift from code.
 
-    .venv/bin/python scripts/config_table.py > docs/configuration.md
+.venv/bin/python scripts/config_table.py > docs/configuration.md
 """
 
 from __future__ import annotations

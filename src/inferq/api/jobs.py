@@ -113,6 +113,8 @@ async def events(
 ) -> StreamingResponse:
     job = await job_service.load_job(session, job_id)
     start = _resume_point(last_event_id)
+    # A stream can last for hours: it must not hold a pooled PostgreSQL connection meanwhile.
+    await session.close()
     # Once the 200 is sent, a Redis outage can only break the stream: answer 503 now instead.
     await state.redis.ping()
     return StreamingResponse(
