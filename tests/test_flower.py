@@ -28,19 +28,22 @@ def flower(stack: str) -> Iterator[str]:
 
 
 async def test_flower_sees_worker_and_finished_task(client: httpx.AsyncClient, flower: str) -> None:
-    accepted = await submit(client, model="echo", prompt="flower check", max_tokens=2)
-    await wait_final(client, accepted["id"])
     async with httpx.AsyncClient(base_url=flower, timeout=10, auth=AUTH) as api:
         assert (await api.get("/api/workers", auth=("ops", "wrong"))).status_code == 401
-        async with asyncio.timeout(30):
-            while True:
-                workers = (await api.get("/api/workers", params={"refresh": "1"})).json()
-                tasks = (await api.get("/api/tasks")).json()
-                if accepted["id"] in tasks and any(
-                    name.startswith("echo.echo@") for name in workers
-                ):
-                    break
+        async with asyncio.timeout(60):
+            # Flower learns of tasks from events: submit once it is listening to the workers.
+            while not any(name.startswith("echo.echo@") for name in await _workers(api)):
                 await asyncio.sleep(0.5)
-    task = tasks[accepted["id"]]
+            accepted = await submit(client, model="echo", prompt="flower check", max_tokens=2)
+            await wait_final(client, accepted["id"])
+            while (task := (await api.get("/api/tasks")).json().get(accepted["id"])) is None or (
+                task.get("state") != "SUCCESS"
+            ):
+                await asyncio.sleep(0.5)
     assert task["name"] == "inferq.run_job"
-    assert task["state"] == "SUCCESS"
+    assert task["uuid"] == accepted["id"]
+
+
+async def _workers(api: httpx.AsyncClient) -> dict[str, object]:
+    workers: dict[str, object] = (await api.get("/api/workers", params={"refresh": "1"})).json()
+    return workers
