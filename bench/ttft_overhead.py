@@ -37,7 +37,9 @@ def in_process_ttft(llm: object, prompt: str) -> float:
 
 async def inferq_ttft(client: httpx.AsyncClient, prompt: str) -> float:
     """Seconds from sending POST /v1/jobs to receiving the first SSE token event."""
-    body = {"model": BUNDLED_MODEL, "prompt": prompt, "max_tokens": 1, "temperature": 0}
+    # A fresh seed and no cache: every run must really reach the worker.
+    body = {"model": BUNDLED_MODEL, "prompt": prompt, "max_tokens": 1, "temperature": 0,
+            "cache": {"mode": "off"}}  # fmt: skip
     started = time.perf_counter()
     job = (await client.post("/v1/jobs", json=body)).raise_for_status().json()
     async with client.stream("GET", f"/v1/jobs/{job['id']}/events") as response:
@@ -52,14 +54,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def run(api: str, runs: int, warmup: int) -> dict[str, object]:
+async def run(api: str, runs: int, warmup: int, key: str | None) -> dict[str, object]:
     from llama_cpp import Llama
 
     path = resolve_model(get_settings(), BUNDLED_MODEL).path
     assert isinstance(path, Path)
     llm = Llama(model_path=str(path), n_ctx=2048, verbose=False)
     local, remote = [], []
-    async with httpx.AsyncClient(base_url=api, timeout=60) as client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx.AsyncClient(base_url=api, timeout=60, headers=headers) as client:
         for index in range(warmup + runs):
             a = in_process_ttft(llm, PROMPT)
             b = await inferq_ttft(client, PROMPT)
@@ -78,13 +81,20 @@ async def run(api: str, runs: int, warmup: int) -> dict[str, object]:
     }
 
 
+def _saved_key() -> str | None:
+    path = get_settings().dev_api_key_file
+    return path.read_text().strip() if path.exists() else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--api", default="http://127.0.0.1:8000")
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--key", default=None, help="API key (default: the one `inferq up` saved)")
     args = parser.parse_args()
-    result = asyncio.run(run(args.api, args.runs, args.warmup))
+    key = args.key or _saved_key()
+    result = asyncio.run(run(args.api, args.runs, args.warmup, key))
     print(json.dumps(result, indent=2))
     print("\n| | p50 ms | p99 ms |\n| --- | --- | --- |")
     for key in ("in_process_ttft_ms", "inferq_ttft_ms", "added_ms"):

@@ -158,8 +158,7 @@ def _migrate() -> None:
 
     root = Path(__file__).resolve().parents[3]
     config = Config(str(root / "alembic.ini"))
-    # "heads": several feature branches of the schema may be in flight at once.
-    command.upgrade(config, "heads")
+    command.upgrade(config, "head")
 
 
 if __name__ == "__main__":
