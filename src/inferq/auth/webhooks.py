@@ -12,7 +12,6 @@ is recorded in the row's `log`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -26,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from inferq.auth import signing
 from inferq.auth.models import Tenant, WebhookDelivery
+from inferq.background import cancel_task
 from inferq.db.models import Job
 from inferq.settings import Settings
 
@@ -85,10 +85,7 @@ class WebhookDeliverer:
         self._task = asyncio.create_task(self._run(), name="inferq-webhooks")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_task(self._task)
         await self._client.aclose()
 
     async def _run(self) -> None:

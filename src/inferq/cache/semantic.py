@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import ColumnElement, Select, and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from inferq.background import cancel_task
 from inferq.cache.index import IndexedEntry, SemanticIndex
 from inferq.cache.models import CacheEntry
 from inferq.db.models import Job, JobStatus
@@ -106,10 +107,7 @@ class IndexSync:
         self._task = asyncio.create_task(self._run(), name="inferq-cache-sync")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_task(self._task)
         with contextlib.suppress(RedisError):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from inferq.background import cancel_task
 from inferq.queue.events import decode_event
 from inferq.queue.names import KEY_PREFIX, event_channel
 
@@ -40,10 +41,7 @@ class EventHub:
         self._task = asyncio.create_task(self._run(), name="inferq-event-hub")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_task(self._task)
         with contextlib.suppress(RedisError):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 

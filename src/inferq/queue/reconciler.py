@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from inferq.background import cancel_task
 from inferq.db import jobs as job_repo
 from inferq.db.models import JobStatus
 from inferq.queue.names import (
@@ -104,10 +105,7 @@ class Reconciler:
         self._task = asyncio.create_task(self._run(), name="inferq-reconciler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_task(self._task)
         with contextlib.suppress(redis.RedisError, OSError):
             if await self._redis.get(RECONCILER_LOCK_KEY) == self._token.encode():
                 await self._redis.delete(RECONCILER_LOCK_KEY)

@@ -9,7 +9,6 @@ one by a few seconds, because a job's `finished_at` is set before its transactio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from inferq.background import cancel_task
 from inferq.db.models import Job, JobStatus
 from inferq.queue.names import BREAKER_CURSOR_KEY, BREAKER_WATCH_LOCK_KEY, breaker_seen_key
 from inferq.registry.breaker import Breakers
@@ -58,10 +58,7 @@ class BreakerWatcher:
         self._task = asyncio.create_task(self._run(), name="inferq-breaker-watcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_task(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from inferq import __version__
 from inferq.api import job_service
@@ -27,6 +28,7 @@ from inferq.api.openai.jobrun import collect, guard_stream, submit_choices, unle
 from inferq.api.openai.requests import parse_request, read_json_object
 from inferq.api.openai.router import get_embedder, job_headers
 from inferq.api.openai.streaming import relay
+from inferq.api.schemas import JobCreate
 from inferq.api.state import AppState
 from inferq.db.models import Job
 from inferq.embeddings import MAX_TOKENS, is_embedding_model
@@ -132,11 +134,8 @@ async def chat(request: Request, state: StateDep, session: SessionDep) -> Respon
         service.spec_of(state, req.model)
         return _loaded(req.model, chat=True)
     body, grammar, fill = service.chat_job(state, req)
-    options = job_service.SubmitOptions(
-        grammar=grammar, fill_context=fill, cache_control=request.headers.get("cache-control")
-    )
-    jobs = await submit_choices(state, session, body, 1, options)
-    return await _run(request, state, jobs, NdjsonFrames(req.model, chat=True), req.stream)
+    frames = NdjsonFrames(req.model, chat=True)
+    return await _submit(request, state, session, body, grammar, fill, frames, req.stream)
 
 
 @router.post("/generate")
@@ -146,11 +145,26 @@ async def generate(request: Request, state: StateDep, session: SessionDep) -> Re
         service.spec_of(state, req.model)
         return _loaded(req.model, chat=False)
     body, grammar, fill = service.generate_job(state, req)
+    frames = NdjsonFrames(req.model, chat=False)
+    return await _submit(request, state, session, body, grammar, fill, frames, req.stream)
+
+
+async def _submit(
+    request: Request,
+    state: AppState,
+    session: AsyncSession,
+    body: JobCreate,
+    grammar: str | None,
+    fill: bool,
+    frames: NdjsonFrames,
+    stream: bool,
+) -> Response:
+    """One job for a chat or generate request, answered as NDJSON or one JSON object."""
     options = job_service.SubmitOptions(
         grammar=grammar, fill_context=fill, cache_control=request.headers.get("cache-control")
     )
     jobs = await submit_choices(state, session, body, 1, options)
-    return await _run(request, state, jobs, NdjsonFrames(req.model, chat=False), req.stream)
+    return await _run(request, state, jobs, frames, stream)
 
 
 @router.get("/tags")
