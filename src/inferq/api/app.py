@@ -6,8 +6,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from inferq import __version__
@@ -28,6 +26,7 @@ from inferq.db.session import make_engine, make_sessionmaker
 from inferq.embeddings import Embedder
 from inferq.logs import configure_logging
 from inferq.queue.celery_app import make_celery
+from inferq.queue.clients import async_redis, sync_redis
 from inferq.queue.hub import EventHub
 from inferq.queue.reconciler import Reconciler
 from inferq.registry.outcomes import BreakerWatcher
@@ -41,18 +40,14 @@ log = logging.getLogger(__name__)
 
 def _build_state(settings: Settings) -> AppState:
     db_engine = make_engine(settings)
-    client = aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=30
-    )
+    client = async_redis(settings.redis_url, 2, health_check_interval=30)
     session_factory = make_sessionmaker(db_engine)
     return AppState(
         settings=settings,
         db_engine=db_engine,
         sessions=session_factory,
         redis=client,
-        sync_redis=redis.Redis.from_url(
-            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-        ),
+        sync_redis=sync_redis(settings.redis_url, 2),
         hub=EventHub(client),
         celery=make_celery(settings),
         tokenizers=Tokenizers(),

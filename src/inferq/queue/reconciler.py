@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from inferq.background import cancel_task
 from inferq.db import jobs as job_repo
 from inferq.db.models import JobStatus
+from inferq.queue.clients import async_redis, sync_redis
 from inferq.queue.names import (
     BROKER_UNACKED_INDEX_KEY,
     BROKER_UNACKED_KEY,
@@ -90,13 +91,9 @@ class Reconciler:
         self._redis = client
         self._sessions = sessions
         self._celery = celery
-        self._broker = aioredis.Redis.from_url(
-            settings.celery_broker_url, socket_timeout=2, socket_connect_timeout=2
-        )
+        self._broker = async_redis(settings.celery_broker_url, 2)
         # The worker_lost event is written with the worker's (synchronous) publisher.
-        self._sync_redis = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-        )
+        self._sync_redis = sync_redis(settings.redis_url, 2)
         self._token = uuid.uuid4().hex
         self._next_scan = 0.0
         self._task: asyncio.Task[None] | None = None

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from inferq.catalog import ModelSpec
 from inferq.db.session import make_engine, make_sessionmaker
+from inferq.queue.clients import sync_redis
 from inferq.queue.names import queue_name
 from inferq.queue.registry import Heartbeat
 from inferq.settings import Settings
@@ -56,7 +57,7 @@ def start_runtime(settings: Settings, spec: ModelSpec, worker_id: str) -> Worker
     global _runtime
     engine = make_model_engine(spec, settings)
     engine.load()
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = sync_redis(settings.redis_url, 5)
     db_loop = LoopThread()
     db_engine = make_engine(settings)
     info = {
