@@ -131,7 +131,7 @@ async def l2(cache: CacheService, entries: int, n: int) -> None:
     tenant_var.set(tenant)
     spec = resolve_model(settings, "echo")
     stored = "What is the capital of France?"
-    seed = await cache.lookup(spec, stored, None, PARAMS)
+    seed = await cache.lookup(spec, stored, None, PARAMS, semantic=True)
     assert seed.scope is not None and seed.vector is not None
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((entries, 384)).astype(np.float32)
@@ -150,14 +150,18 @@ async def l2(cache: CacheService, entries: int, n: int) -> None:
     hits, misses = [], []
     for i in range(n + 20):
         started = time.perf_counter()
-        result = await cache.lookup(spec, "Which city is the capital of France?", None, PARAMS)
+        result = await cache.lookup(
+            spec, "Which city is the capital of France?", None, PARAMS, semantic=True
+        )
         elapsed = time.perf_counter() - started
         assert result.hit and result.marker and result.marker.startswith("hit-semantic")
         if i >= 20:
             hits.append(elapsed)
     for i in range(n):
         started = time.perf_counter()
-        result = await cache.lookup(spec, f"Tell me about topic number {i} please", None, PARAMS)
+        result = await cache.lookup(
+            spec, f"Tell me about topic number {i} please", None, PARAMS, semantic=True
+        )
         misses.append(time.perf_counter() - started)
         assert not result.hit
     print(line(f"L2 hit lookup (embed + search {entries} + guard + fetch)", hits))
@@ -178,9 +182,12 @@ async def main() -> None:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--api-key", default=None, help="when the API has INFERQ_AUTH=on")
     parser.add_argument("--skip-http", action="store_true", help="in-process parts only")
+    parser.add_argument("--http-only", action="store_true", help="the L1 hit through the API")
     args = parser.parse_args()
     if not args.skip_http:
         await l1_http(args.url, args.n, args.api_key)
+    if args.http_only:
+        return
     settings = get_settings()
     db_engine = make_engine(settings)
     client = aioredis.Redis.from_url(settings.redis_url)

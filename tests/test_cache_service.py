@@ -48,7 +48,9 @@ async def service(settings_env: None) -> AsyncIterator[CacheService]:
 async def _lookup(cache: CacheService, tenant: str, prompt: str) -> CacheLookup:
     token = tenant_var.set(tenant)
     try:
-        return await cache.lookup(resolve_model(cache.settings, "echo"), prompt, None, PARAMS)
+        return await cache.lookup(
+            resolve_model(cache.settings, "echo"), prompt, None, PARAMS, semantic=True
+        )
     finally:
         tenant_var.reset(token)
 

@@ -15,7 +15,7 @@ import redis
 from inferq.catalog import ECHO_MODEL
 from inferq.queue.names import queue_name
 from inferq.settings import get_settings
-from tests.conftest import API_PORT, AUTH
+from tests.conftest import API_PORT, AUTH, wait_final
 from tests.stack import Proc, inferq_argv, start_worker, wait_http
 
 EMPTY_REDIS_URL = os.environ.get("INFERQ_TEST_EMPTY_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -73,7 +73,7 @@ async def test_llamacpp_worker_reports_kv_use(client: httpx.AsyncClient) -> None
 
 
 async def test_model_without_worker_gets_503_and_nothing_is_enqueued(
-    stack: str, db: asyncpg.Connection
+    stack: str, client: httpx.AsyncClient, db: asyncpg.Connection
 ) -> None:
     # An API on a Redis db with no heartbeats: for it, no worker serves any model.
     port = API_PORT + 1
@@ -100,6 +100,30 @@ async def test_model_without_worker_gets_503_and_nothing_is_enqueued(
         assert int(response.headers["Retry-After"]) >= 1
         assert empty.llen(queue) == before_len
         assert await db.fetchval("SELECT count(*) FROM jobs") == before_rows
+
+        # An L1 hit needs no worker: warm an answer on the full stack, give this API's Redis
+        # the cache's keys, and the repeat is answered while a miss still gets the 503.
+        body = {"model": ECHO_MODEL, "prompt": "cached without a worker", "max_tokens": 3}
+        warmed = await client.post("/v1/jobs", json={**body, "cache": {"mode": "exact"}})
+        await wait_final(client, warmed.json()["id"])
+        _copy_cache_keys(redis.Redis.from_url(get_settings().redis_url), empty)
+        async with httpx.AsyncClient(base_url=base, timeout=30, headers=AUTH) as c:
+            hit = await c.post("/v1/jobs", json={**body, "cache": {"mode": "exact"}})
+            miss = await c.post("/v1/jobs", json={**body, "prompt": "never asked before"})
+            answered = (await c.get(f"/v1/jobs/{hit.json()['id']}")).json()
+        assert hit.status_code == 202, hit.text
+        assert hit.headers["x-inferq-cache"] == "hit-exact"
+        assert answered["status"] == "completed"
+        assert answered["output"] == (await wait_final(client, warmed.json()["id"]))["output"]
+        assert miss.status_code == 503 and empty.llen(queue) == before_len
     finally:
         api.stop()
         empty.close()
+
+
+def _copy_cache_keys(source: redis.Redis, target: redis.Redis) -> None:
+    for key in source.scan_iter("inferq:cache:*"):
+        dumped = source.dump(key)
+        if dumped is not None:
+            ttl = max(int(source.pttl(key)), 0)
+            target.restore(key, ttl, dumped, replace=True)  # type: ignore[arg-type]

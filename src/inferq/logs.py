@@ -12,6 +12,10 @@ from typing import Any
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
+# True when the request id came from the client: only such an id can collide with another.
+request_id_given_var: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "request_id_given", default=False
+)
 job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}

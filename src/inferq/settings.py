@@ -130,6 +130,12 @@ class Settings(BaseSettings):
 
     # Authentication, rate limits and admission (inferq.auth; docs/auth.md).
     auth: Literal["on", "off"] = Field(default="on", description="off: development only.")
+    auth_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a verified API key is trusted without a database read; a "
+        "revocation made outside this API process takes up to this long (0: no cache).",
+    )
     dev_api_key_file: Path = Field(
         default=Path.home() / ".cache" / "inferq" / "dev-api-key",
         description="Where `inferq up` keeps the development key it prints (development only).",

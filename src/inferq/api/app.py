@@ -19,6 +19,7 @@ from inferq.api.state import AppState
 from inferq.auth.headers import RateLimitHeadersMiddleware
 from inferq.auth.principal import AdminAuth, InferenceAuth
 from inferq.auth.router import admin_router, ingest_router
+from inferq.auth.verified import VerifiedKeys
 from inferq.auth.webhooks import WebhookDeliverer
 from inferq.cache.service import CacheService
 from inferq.catalog import resolve_model
@@ -52,6 +53,7 @@ def _build_state(settings: Settings) -> AppState:
         celery=make_celery(settings),
         tokenizers=Tokenizers(),
         cache=CacheService(settings, client, session_factory),
+        verified_keys=VerifiedKeys(settings.auth_cache_ttl_s),
     )
 
 

@@ -28,7 +28,7 @@ from inferq.errors import (
     JobNotFound,
     ServiceUnavailable,
 )
-from inferq.logs import request_id_var
+from inferq.logs import request_id_given_var, request_id_var
 from inferq.queue.events import current_attempt_text
 from inferq.queue.names import (
     RUN_JOB_TASK,
@@ -122,14 +122,26 @@ async def submit_job(
         state.settings, spec, body, prompt_tokens, filled=options.fill_context
     )
     job_id = job_id or uuid.uuid4()
-    route = await _route(state, target, body, job_id)  # a live pool, past its breaker
-    spec = route.target.spec  # a fallback model while the breaker is open
     if not options.request_id_claimed:
         await claim_request_id(state, session, [job_id])
-    principal = current_principal()  # the same admission for every surface (inferq.auth)
-    await admission.admit(state, session, principal, spec, job_id, prompt_tokens + body.max_tokens)
     params = _params(body, options)
-    cached = await _cache_lookup(state, spec, route.target.version, body, fitted, params, options)
+    # An L1 hit needs no worker: it is answered before routing, so it neither waits for a
+    # live pool nor takes a breaker's probe.
+    cached = await _cache_lookup(state, target, body, fitted, params, options)
+    route: Route | None = None
+    if not cached.hit:
+        route = await _route(state, target, body, job_id)  # a live pool, past its breaker
+        if route.target.fallback_from is not None:  # the fallback of an open breaker
+            target = route.target
+            cached = await _cache_lookup(state, target, body, fitted, params, options)
+    if cached.hit:
+        route = None
+    spec = target.spec
+    principal = current_principal()  # the same admission for every surface (inferq.auth)
+    tokens = prompt_tokens + body.max_tokens
+    await admission.admit(state, session, principal, spec, job_id, tokens, queued=not cached.hit)
+    # L2 after admission: a refused request costs no embedding.
+    await state.cache.lookup_semantic(cached)
     job = Job(
         id=job_id,
         created_at=datetime.now(UTC),
@@ -151,9 +163,9 @@ async def submit_job(
         choice_index=options.choice_index,
         tenant_id=principal.tenant_id,
         webhook_url=body.webhook_url,
-        model_version=route.target.version,
-        queue=route.queue,
-        route=route.as_json(),
+        model_version=target.version,
+        queue=route.queue if route else None,
+        route=route.as_json() if route else target.route_json(),
     )
     await state.cache.attach(session, cached, job)  # a hit completes the job; a miss preps fill
     session.add(job)
@@ -168,8 +180,7 @@ async def submit_job(
 
 async def _cache_lookup(
     state: AppState,
-    spec: ModelSpec,
-    version: str | None,
+    target: Target,
     body: JobCreate,
     fitted: Fitted,
     params: dict[str, Any],
@@ -178,10 +189,10 @@ async def _cache_lookup(
     """L1 then L2 (inferq.cache): answers of another model version or of a sibling choice
     of an `n` > 1 request are kept apart."""
     return await state.cache.lookup(
-        spec,
+        target.spec,
         fitted.prompt,
         fitted.messages,
-        {**params, "choice_index": options.choice_index, "model_version": version},
+        {**params, "choice_index": options.choice_index, "model_version": target.version},
         truncated=fitted.truncated,
         mode=body.cache.mode if body.cache else None,
         ttl=body.cache.ttl if body.cache else None,
@@ -201,10 +212,11 @@ async def claim_request_id(
 ) -> None:
     """Hold this request's id for its jobs; 409 while an earlier request's jobs are unfinished.
 
-    The id is the client's X-Request-ID (or Request-Id), else the one the middleware made.
+    The id is the client's X-Request-ID (or Request-Id); one the middleware made is unique
+    and needs no claim.
     """
     request_id = request_id_var.get()
-    if request_id is None:
+    if request_id is None or not request_id_given_var.get():
         return
     scoped = f"{current_tenant_id() or ''}:{request_id}"  # tenants never see each other's ids
     key, ttl = request_id_key(scoped), state.settings.request_id_ttl_s

@@ -13,7 +13,7 @@ from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferq.errors import PayloadTooLarge
-from inferq.logs import request_id_var
+from inferq.logs import request_id_given_var, request_id_var
 from inferq.metrics import REQUEST_LATENCY, REQUESTS
 from inferq.tracing import context_from, tracer
 
@@ -34,8 +34,10 @@ class RequestContextMiddleware:
         headers = dict(scope["headers"])
         raw_id = headers.get(b"x-request-id") or headers.get(b"request-id") or b""
         given = raw_id.decode("latin-1")
-        request_id = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        is_given = bool(_SAFE_ID.match(given))
+        request_id = given if is_given else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        given_token = request_id_given_var.set(is_given)
         started = time.perf_counter()
         status = 500
 
@@ -74,6 +76,7 @@ class RequestContextMiddleware:
                 },
             )
             request_id_var.reset(token)
+            request_id_given_var.reset(given_token)
 
 
 def _text_headers(headers: dict[bytes, bytes]) -> dict[str, str]:

@@ -9,6 +9,7 @@ from celery import Celery
 from redis import Redis as SyncRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from inferq.auth.verified import VerifiedKeys
 from inferq.cache.service import CacheService
 from inferq.queue.hub import EventHub
 from inferq.settings import Settings
@@ -27,3 +28,4 @@ class AppState:
     celery: Celery
     tokenizers: Tokenizers = field(repr=False)
     cache: CacheService = field(repr=False)
+    verified_keys: VerifiedKeys = field(repr=False)

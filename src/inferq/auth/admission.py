@@ -69,18 +69,15 @@ async def admit(
     spec: ModelSpec,
     job_id: uuid.UUID,
     tokens: int,
+    *,
+    queued: bool = True,
 ) -> None:
-    """Queue depth, KV pressure, then the rate limits (charged only when all pass)."""
-    depth = int(await state.redis.llen(queue_name(spec.engine, spec.name)))
-    if depth >= state.settings.max_queue_depth:
-        REFUSALS.labels("queue_full").inc()
-        raise ServiceUnavailable(
-            f"The queue of model '{spec.name}' is full ({depth} waiting); retry later.",
-            code="queue_full",
-            retry_after_s=_QUEUE_FULL_RETRY_S,
-        )
-    if depth > 0 and principal.tier.priority < state.settings.shed_below_priority:
-        await _shed_under_kv_pressure(state, spec)
+    """Queue depth, KV pressure, then the rate limits (charged only when all pass).
+
+    A job that will not be queued (a cache hit) skips the first two: it loads no worker.
+    """
+    if queued:
+        await _check_load(state, principal, spec)
     if not has_limits(principal):
         return
     limiter = Limiter(state.redis)
@@ -92,6 +89,19 @@ async def admit(
     add_response_headers(rate_headers(decision.readings))
     if not decision.admitted:
         _refuse_rate(decision, tokens)
+
+
+async def _check_load(state: AppState, principal: Principal, spec: ModelSpec) -> None:
+    depth = int(await state.redis.llen(queue_name(spec.engine, spec.name)))
+    if depth >= state.settings.max_queue_depth:
+        REFUSALS.labels("queue_full").inc()
+        raise ServiceUnavailable(
+            f"The queue of model '{spec.name}' is full ({depth} waiting); retry later.",
+            code="queue_full",
+            retry_after_s=_QUEUE_FULL_RETRY_S,
+        )
+    if depth > 0 and principal.tier.priority < state.settings.shed_below_priority:
+        await _shed_under_kv_pressure(state, spec)
 
 
 async def _shed_under_kv_pressure(state: AppState, spec: ModelSpec) -> None:

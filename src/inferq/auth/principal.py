@@ -14,11 +14,11 @@ from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from inferq.auth import jwt as jwt_auth
 from inferq.auth import keys
@@ -27,6 +27,9 @@ from inferq.auth.models import ApiKey, Tenant
 from inferq.auth.tiers import Tier
 from inferq.cache.tenancy import tenant_var
 from inferq.settings import Settings
+
+if TYPE_CHECKING:
+    from inferq.auth.verified import VerifiedKeys
 
 SCOPES = ("inference", "admin")
 DEFAULT_SCOPES = ("inference",)
@@ -98,13 +101,34 @@ async def authenticate(settings: Settings, db: AsyncSession, credential: str | N
             code="missing_api_key",
         )
     if keys.looks_like_key(credential):
-        return await _from_key(settings, db, credential)
+        return (await _from_key(settings, db, credential))[0]
     if jwt_auth.looks_like_jwt(credential):
         return await _from_jwt(settings, db, credential)
     raise Unauthenticated("Malformed credential: not an inferq API key nor a JWT.")
 
 
-async def _from_key(settings: Settings, db: AsyncSession, credential: str) -> Principal:
+async def resolve_principal(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    verified: VerifiedKeys,
+    credential: str | None,
+) -> Principal:
+    """`authenticate`, answered from the keys verified in the last few seconds when it can."""
+    if settings.auth == "off" or credential is None or not keys.looks_like_key(credential):
+        async with sessions() as db:
+            return await authenticate(settings, db, credential)
+    if (principal := verified.get(credential)) is not None:
+        return principal
+    async with sessions() as db:
+        principal, expires_at = await _from_key(settings, db, credential)
+    verified.put(credential, principal, expires_at)
+    return principal
+
+
+async def _from_key(
+    settings: Settings, db: AsyncSession, credential: str
+) -> tuple[Principal, datetime | None]:
+    """The principal of an API key, and when the key expires."""
     prefix = keys.prefix_of(credential)
     if prefix is None:
         raise Unauthenticated("Malformed API key.")
@@ -127,7 +151,7 @@ async def _from_key(settings: Settings, db: AsyncSession, credential: str) -> Pr
     if tenant.disabled_at is not None:
         raise Unauthenticated("This tenant is disabled.", code="tenant_disabled")
     limits = (key.requests_per_minute, key.tokens_per_minute, key.max_concurrent)
-    return _principal(settings, tenant, frozenset(key.scopes), key.id, limits)
+    return _principal(settings, tenant, frozenset(key.scopes), key.id, limits), key.expires_at
 
 
 async def _from_jwt(settings: Settings, db: AsyncSession, credential: str) -> Principal:
@@ -159,8 +183,9 @@ def _principal(
 def _require(scope: str) -> Callable[[Request], Coroutine[Any, Any, Principal]]:
     async def dependency(request: Request) -> Principal:
         state = request.app.state.inferq
-        async with state.sessions() as db:
-            principal = await authenticate(state.settings, db, credential_of(request))
+        principal = await resolve_principal(
+            state.settings, state.sessions, state.verified_keys, credential_of(request)
+        )
         if scope not in principal.scopes:
             raise Forbidden(f"This credential lacks the '{scope}' scope.")
         bind(principal)

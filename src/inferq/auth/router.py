@@ -91,10 +91,13 @@ async def list_keys(principal: auth.AdminDep, db: SessionDep) -> dict[str, Any]:
 
 
 @admin_router.delete("/keys/{key_id}", status_code=204)
-async def revoke_key(key_id: str, principal: auth.AdminDep, db: SessionDep) -> Response:
+async def revoke_key(
+    key_id: str, principal: auth.AdminDep, db: SessionDep, state: StateDep
+) -> Response:
     if not await service.revoke_key(db, key_id, _tenant_id(principal)):
         raise NotFound(f"No active key '{key_id}'.", param="key_id")
     await db.commit()
+    state.verified_keys.clear()  # this process refuses the key at once
     return Response(status_code=204)
 
 

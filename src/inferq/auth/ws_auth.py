@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from starlette.websockets import WebSocket
 
 from inferq.api.state import AppState
-from inferq.auth.principal import Principal, authenticate
+from inferq.auth.principal import Principal, resolve_principal
 from inferq.settings import Settings
 
 CLOSE_POLICY = 1008  # policy violation: no or bad credentials, foreign origin
@@ -29,8 +29,9 @@ def origin_allowed(websocket: WebSocket, settings: Settings) -> bool:
 
 async def authenticate_socket(state: AppState, credential: str | None) -> Principal:
     """The principal of a socket's credential (Unauthenticated when missing or invalid)."""
-    async with state.sessions() as db:
-        principal = await authenticate(state.settings, db, credential)
+    principal = await resolve_principal(
+        state.settings, state.sessions, state.verified_keys, credential
+    )
     if "inference" not in principal.scopes:
         from inferq.auth.errors import Forbidden
 

@@ -52,6 +52,7 @@ class CacheLookup:
     answer: CachedAnswer | None = None
     marker: str | None = None
     vector: Vector | None = None
+    truncated: bool = False  # a compacted prompt is not eligible for L2
 
     @property
     def hit(self) -> bool:
@@ -108,27 +109,37 @@ class CacheService:
         mode: CacheMode | None = None,
         ttl: int | None = None,
         cache_control: str | None = None,
+        semantic: bool = False,
     ) -> CacheLookup:
-        """L1, then L2. `params` are the output-changing parameters the worker will use."""
+        """L1 (one Redis round trip); with `semantic`, then L2 after a miss, which can also be
+        asked for later with `lookup_semantic` (the API does, after admission).
+
+        `params` are the output-changing parameters the worker will use.
+        """
         policy = policy_of(self.settings, mode, ttl, cache_control)
         if not policy.active:
             return CacheLookup(policy, None)
         scope = build_scope(current_tenant(), model_version(spec), prompt, messages, params)
-        result = CacheLookup(policy, scope, marker="miss" if policy.lookup_exact else "bypass")
+        result = CacheLookup(
+            policy, scope, marker="miss" if policy.lookup_exact else "bypass", truncated=truncated
+        )
         if policy.lookup_exact:
             result.answer = await self.exact.get(scope.answer_key, scope.tenant)
             CACHE_LOOKUPS.labels("exact", "hit" if result.hit else "miss").inc()
             if result.hit:
                 result.marker = "hit-exact"
-                return result
-        if policy.store_semantic or policy.lookup_semantic:
-            await self._semantic(result, scope, eligible=not truncated)
+        if semantic:
+            await self.lookup_semantic(result)
         return result
 
-    async def _semantic(self, result: CacheLookup, scope: CacheScope, eligible: bool) -> None:
+    async def lookup_semantic(self, result: CacheLookup) -> None:
+        """L2 after an L1 miss; it also embeds the prompt that a fill will store."""
+        scope, policy = result.scope, result.policy
+        if result.hit or scope is None or not (policy.store_semantic or policy.lookup_semantic):
+            return
         embedder = self.embedder
         text = scope.semantic_text
-        if not eligible or embedder is None or not embedder.ready or text is None:
+        if result.truncated or embedder is None or not embedder.ready or text is None:
             CACHE_LOOKUPS.labels("semantic", "ineligible").inc()
             return
         result.vector = await embedder.embed(text)

@@ -49,6 +49,11 @@ class Target:
     arm: str | None = None
     fallback_from: str | None = None
 
+    def route_json(self, **pool: Any) -> dict[str, Any]:
+        """How the job was routed, as stored on its row; `pool` adds the queue it went to."""
+        route = {"policy": self.policy, "arm": self.arm, "fallback_from": self.fallback_from}
+        return {k: v for k, v in {**pool, **route}.items() if v not in (None, False)}
+
 
 @dataclass(frozen=True)
 class Route:
@@ -59,12 +64,9 @@ class Route:
     adapter: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        t = self.target
-        route = {
-            "queue": self.queue, "pool": self.pool, "policy": t.policy, "arm": t.arm,
-            "fallback_from": t.fallback_from, "adapter": self.adapter, "probe": self.probe,
-        }  # fmt: skip
-        return {k: v for k, v in route.items() if v not in (None, False)}
+        return self.target.route_json(
+            queue=self.queue, pool=self.pool, adapter=self.adapter, probe=self.probe
+        )
 
 
 @dataclass
