@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from inferq.api.schemas import JobCreate
 from inferq.api.state import AppState
 from inferq.auth import admission
+from inferq.auth.limits import has_limits
 from inferq.auth.principal import current_principal, current_tenant_id
 from inferq.cache.service import CacheLookup
 from inferq.catalog import ModelSpec
@@ -172,7 +173,8 @@ async def submit_job(
     await session.commit()
     if cached.hit:
         await state.cache.replay(job, cached)
-        await admission.settle_job(state, job)
+        if has_limits(principal):  # otherwise admission charged nothing to settle
+            await admission.settle_job(state, job)
         return job
     await _enqueue(state, session, job)
     return job
