@@ -4,6 +4,11 @@ After Redis restarts, every pooled connection is dead; without a retry, each one
 request its 503 once, long after Redis is back. One immediate retry on a *connection* error
 replaces the dead socket. Timeouts are not retried: a hung Redis must still answer 503 within
 one socket timeout.
+
+The pool blocks rather than fails when all its connections are in use: redis-py's default
+pool refuses the 101st concurrent command with "Too many connections", which a burst of
+1,000 SSE streams opening at once reaches. A caller waits up to the socket timeout for a free
+connection instead.
 """
 
 from __future__ import annotations
@@ -18,23 +23,30 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 _RETRIED = (RedisConnectionError,)
+MAX_CONNECTIONS = 512
 
 
 def async_redis(url: str, timeout_s: float, **options: Any) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=timeout_s,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=AsyncRetry(NoBackoff(), 1, supported_errors=_RETRIED),
         **options,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def sync_redis(url: str, timeout_s: float, **options: Any) -> redis.Redis:
-    return redis.Redis.from_url(
+    pool = redis.BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=timeout_s,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 1, supported_errors=_RETRIED),
         **options,
     )
+    return redis.Redis(connection_pool=pool)
