@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
@@ -27,14 +27,13 @@ from sqlalchemy.exc import DBAPIError
 from starlette.websockets import WebSocketDisconnect
 
 from inferq.api import chat_service, job_service
+from inferq.api.job_events import job_events
 from inferq.api.session_schemas import StreamChat
-from inferq.api.sse import events_from_record
 from inferq.api.state import AppState
 from inferq.auth.principal import Principal, bind
 from inferq.auth.ws_auth import CLOSE_POLICY, authenticate_socket, origin_allowed
-from inferq.db.models import JobStatus
 from inferq.errors import InferqError
-from inferq.queue.stream import read_log, stream_events
+from inferq.queue.stream import stream_events
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -332,7 +331,8 @@ class Connection:
         async with self.state.sessions() as db:
             turn = await chat_service.start_turn(self.state, db, request)
         self.outbox.send("stream_start", {"job_id": turn.job_id, "session_id": turn.session_id})
-        await self._relay(turn.job_id, 0)
+        events = stream_events(self.state.redis, self.state.hub, turn.job_id, 0)
+        await self._relay(turn.job_id, events)
 
     async def _resume(self, request: Resume) -> None:
         try:
@@ -341,12 +341,8 @@ class Connection:
         except InferqError as exc:
             self.error(exc.code, exc.message, request.job_id)
             return
-        job_id, start = str(job.id), request.last_seq + 1
-        if JobStatus(job.status).is_final and not await read_log(self.state.redis, job_id, 0):
-            for event in events_from_record(job)[start:]:  # the replay log has expired
-                self.outbox.send(*frame_of(job_id, event))
-            return
-        await self._relay(job_id, start)
+        events = job_events(self.state.redis, self.state.hub, job, request.last_seq + 1)
+        await self._relay(str(job.id), events)
 
     async def _stop(self, job_id: str) -> None:
         try:
@@ -355,8 +351,8 @@ class Connection:
         except InferqError as exc:
             self.error(exc.code, exc.message, job_id)
 
-    async def _relay(self, job_id: str, start: int) -> None:
-        async for event in stream_events(self.state.redis, self.state.hub, job_id, start):
+    async def _relay(self, job_id: str, events: AsyncIterator[dict[str, Any]]) -> None:
+        async for event in events:
             self.outbox.send(*frame_of(job_id, event))
             if self.outbox.closing is not None:
                 return

@@ -36,7 +36,7 @@ def async_redis(url: str, timeout_s: float, **options: Any) -> aioredis.Redis:
         retry=AsyncRetry(NoBackoff(), 1, supported_errors=_RETRIED),
         **options,
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 def sync_redis(url: str, timeout_s: float, **options: Any) -> redis.Redis:
@@ -49,4 +49,4 @@ def sync_redis(url: str, timeout_s: float, **options: Any) -> redis.Redis:
         retry=Retry(NoBackoff(), 1, supported_errors=_RETRIED),
         **options,
     )
-    return redis.Redis(connection_pool=pool)
+    return redis.Redis.from_pool(pool)

@@ -20,13 +20,12 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inferq.api import job_service
+from inferq.api.job_events import job_events
 from inferq.api.schemas import JobCreate
-from inferq.api.sse import events_from_record
 from inferq.api.state import AppState
-from inferq.db.models import Job, JobStatus
+from inferq.db.models import Job
 from inferq.errors import InferqError
 from inferq.queue.events import is_final
-from inferq.queue.stream import read_log, stream_events
 
 log = logging.getLogger(__name__)
 
@@ -84,29 +83,18 @@ async def submit_choices(
     return jobs
 
 
-async def job_events(state: AppState, job: Job) -> AsyncIterator[dict[str, Any]]:
-    """Every event of a job from seq 0; rebuilt from its row once the replay log expired."""
-    job_id = str(job.id)
-    if JobStatus(job.status).is_final and not await read_log(state.redis, job_id, 0):
-        for event in events_from_record(job):
-            yield event
-        return
-    async for event in stream_events(state.redis, state.hub, job_id, 0):
-        yield event
-
-
 async def merged_events(
     state: AppState, jobs: list[Job]
 ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
     """(choice index, event) of all jobs, interleaved as they come, until each has ended."""
     if len(jobs) == 1:
-        async for event in job_events(state, jobs[0]):
+        async for event in job_events(state.redis, state.hub, jobs[0]):
             yield 0, event
         return
     queue: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
 
     async def pump(index: int, job: Job) -> None:
-        async for event in job_events(state, job):
+        async for event in job_events(state.redis, state.hub, job):
             await queue.put((index, event))
 
     tasks = [asyncio.create_task(pump(i, job)) for i, job in enumerate(jobs)]
