@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     """development, test or production; `INFERQ_AUTH=off` is refused outside development."""
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/inferq"
     """PostgreSQL, through asyncpg: the record of every job, tenant and session."""
+    database_pool_size: int = Field(default=30, ge=1)
+    """Connections a process keeps, plus 10 for bursts (10 reconnected per request under load)."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis: token events, cancel flags, leases, caches, limits, worker registry."""
     broker_url: str | None = Field(

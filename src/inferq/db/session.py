@@ -15,8 +15,8 @@ from inferq.settings import Settings
 def make_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         settings.database_url,
-        pool_size=10,
-        max_overflow=20,
+        pool_size=settings.database_pool_size,
+        max_overflow=10,
         pool_pre_ping=True,
         # Fail fast when PostgreSQL is gone instead of hanging a request.
         connect_args={"timeout": 5, "command_timeout": 30},
