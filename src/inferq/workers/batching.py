@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
 from inferq.errors import EngineError
 
@@ -55,6 +56,9 @@ class Sequence:
     pending: int = -1  # the last sampled token, not yet in the KV cache
     produced: int = 0
     cancelled: bool = False
+    # A chain of only the greedy sampler: the scheduler takes the argmax of the logits itself,
+    # as that sampler does (the first of equal maxima), without copying 262k candidates.
+    greedy: bool = False
 
     @property
     def prefilling(self) -> bool:
@@ -76,6 +80,7 @@ class BatchScheduler:
         self._ctx = ctx
         self._vocab = vocab
         self._mem = llama_cpp.llama_get_memory(ctx)
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         self._slots = slots
         self._chunk = prompt_chunk
         self._group = exact_ubatch if exact_ubatch > 0 else max(n_batch, slots)
@@ -261,8 +266,12 @@ class BatchScheduler:
         return False
 
     def _sample(self, seq: Sequence, index: int) -> None:
-        # llama_sampler_sample also accepts the token into the chain (penalties, grammar).
-        token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, index)
+        if seq.greedy:
+            logits = llama_cpp.llama_get_logits_ith(self._ctx, index)
+            token = int(np.argmax(np.ctypeslib.as_array(logits, shape=(self._n_vocab,))))
+        else:
+            # It also accepts the token into the chain (penalties, grammar).
+            token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, index)
         seq.produced += 1
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):
             self._finish(seq, None)

@@ -122,7 +122,7 @@ class LlamaCppEngine:
                 f"prompt ({len(prompt)} tokens) + max_tokens exceeds n_ctx {self._n_ctx_seq}",
                 code="context_length_exceeded",
             )
-        seq = Sequence(prompt, params.max_tokens, self._sampler(params))
+        seq = Sequence(prompt, params.max_tokens, self._sampler(params), greedy=_greedy(params))
         scheduler.submit(seq)
         return self._stream(scheduler, seq)
 
@@ -221,3 +221,13 @@ class LlamaCppEngine:
         if self._model is not None:
             self._model.close()
             self._model = None
+
+
+def _greedy(params: SamplingParams) -> bool:
+    """True when `_sampler` builds a chain of the greedy sampler alone."""
+    return (
+        params.temperature <= 0
+        and params.grammar is None
+        and not params.presence_penalty
+        and not params.frequency_penalty
+    )
