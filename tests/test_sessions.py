@@ -193,6 +193,22 @@ async def test_analyst_views(stack: str, client: httpx.AsyncClient, db: asyncpg.
     )
     assert daily["turns"] >= 2 and daily["p50_ttft_ms"] > 0
 
+    # The same first turn in a new session is answered by the exact cache, and counted.
+    again = await new_session(client, model="echo")
+    async with connect(ws_url(stack)) as ws:
+        await chat(ws, "count me", session_id=again["id"], params={"max_tokens": 4})
+    hit = await db.fetchrow("SELECT * FROM chat_turns WHERE session_id = $1::uuid", again["id"])
+    assert (hit["cache"], hit["cache_layer"]) == ("hit", "exact")
+    assert [(t["cache"], t["cache_layer"]) for t in turns] == [("miss", None)] * 2
+    stats = await db.fetchrow(
+        "SELECT * FROM chat_session_stats WHERE session_id = $1::uuid", again["id"]
+    )
+    assert stats["cache_hits"] == 1
+    hits_today = await db.fetchval(
+        "SELECT cache_hits FROM chat_daily_usage WHERE model = 'echo' ORDER BY day DESC LIMIT 1"
+    )
+    assert hits_today >= 1
+
 
 async def test_pending_reply_shows_live_text(stack: str, client: httpx.AsyncClient) -> None:
     session = await new_session(client, model="echo")

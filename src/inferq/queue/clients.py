@@ -27,26 +27,22 @@ MAX_CONNECTIONS = 512
 
 
 def async_redis(url: str, timeout_s: float, **options: Any) -> aioredis.Redis:
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=timeout_s,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=AsyncRetry(NoBackoff(), 1, supported_errors=_RETRIED),
-        **options,
-    )
+    retry = AsyncRetry(NoBackoff(), 1, supported_errors=_RETRIED)
+    pool = aioredis.BlockingConnectionPool.from_url(url, **_pooled(timeout_s, retry), **options)
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 def sync_redis(url: str, timeout_s: float, **options: Any) -> redis.Redis:
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=timeout_s,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 1, supported_errors=_RETRIED),
-        **options,
-    )
+    retry = Retry(NoBackoff(), 1, supported_errors=_RETRIED)
+    pool = redis.BlockingConnectionPool.from_url(url, **_pooled(timeout_s, retry), **options)
     return redis.Redis.from_pool(pool)
+
+
+def _pooled(timeout_s: float, retry: Retry | AsyncRetry) -> dict[str, Any]:
+    return {
+        "max_connections": MAX_CONNECTIONS,
+        "timeout": timeout_s,  # the longest wait for a free connection
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": retry,
+    }
