@@ -1,10 +1,12 @@
 """Continuous batching benchmark: aggregate tokens/s of 1, 2, 4, 8 concurrent jobs.
 
     python bench/batching.py engine            # the engine in-process, plus a plain Llama loop
+    python bench/batching.py single            # one sequence: engine against plain loop
     python bench/batching.py stack --url URL   # through a running API + llama.cpp worker
 
-The engine mode also times one sequence through the batching engine against a plain
-single-sequence `Llama.generate` loop on the same model, threads and prompt.
+`single` alternates a plain single-sequence `Llama.generate` loop and the batching engine (8
+slots, as a worker runs it) on the same model, threads and prompt, several rounds, and prints
+each round and the medians: the "at most 5 % slower than a plain loop" target.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -52,16 +55,52 @@ def _engine_rounds(tokens: int, exact: bool) -> None:
                 t.join()
             wall = time.perf_counter() - start
             print(f"engine exact={exact} n={n}: {sum(counts) / wall:7.1f} tok/s aggregate")
-        solo = _decode_speed(lambda: engine.generate(GenerationRequest(PROMPTS[0], params)))
-        print(f"engine one sequence decode: {solo:7.1f} tok/s")
     finally:
         engine.unload()
 
 
-def _decode_speed(make_iter: object) -> float:
-    """Tokens/s from the first token to the last (prompt evaluation excluded)."""
-    it = make_iter()  # type: ignore[operator]
-    next(it)
+# Long enough that greedy decoding runs all `tokens` without reaching an end of sequence.
+SINGLE_PROMPT = "The three most important inventions of the twentieth century are"
+
+
+def _single(tokens: int, rounds: int) -> None:
+    from llama_cpp import Llama
+
+    from inferq.workers.engine import GenerationRequest, SamplingParams
+    from inferq.workers.llamacpp import LlamaCppEngine
+
+    params = SamplingParams(max_tokens=tokens, temperature=0)
+    plain, engine = [], []
+    for i in range(rounds):
+        llm = Llama(model_path=str(MODEL), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
+        prompt = llm.tokenize(SINGLE_PROMPT.encode(), add_bos=True, special=True)
+
+        def tokens_iter(llm: Llama = llm, prompt: list[int] = prompt):  # type: ignore[no-untyped-def]
+            for j, token in enumerate(llm.generate(prompt, temp=0, top_k=1, reset=True)):
+                yield token
+                if j + 1 >= tokens:
+                    return
+
+        plain.append(_decode_speed(tokens_iter))
+        llm.close()
+        batching = LlamaCppEngine("gemma-3-270m", MODEL, 2048, None, slots=8)
+        batching.load()
+        engine.append(_decode_speed(batching.generate(GenerationRequest(SINGLE_PROMPT, params))))
+        batching.unload()
+        print(f"round {i + 1}: plain {plain[-1]:6.1f} tok/s, engine {engine[-1]:6.1f} tok/s")
+    p, e = statistics.median(plain), statistics.median(engine)
+    print(
+        f"median: plain {p:.1f}, engine {e:.1f} tok/s; engine is {100 * (1 - e / p):.1f} % slower"
+    )
+
+
+def _decode_speed(tokens: object) -> float:
+    """Tokens/s from the first token to the last (prompt evaluation excluded).
+
+    `tokens` is an iterator of tokens, or a function that starts one.
+    """
+    it = tokens() if callable(tokens) else tokens
+    next(it)  # type: ignore[call-overload]
     start, n = time.perf_counter(), 0
     for _ in it:
         n += 1
@@ -115,14 +154,17 @@ async def _wait(client: object, job_id: str) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("mode", choices=["engine", "stack"])
+    parser.add_argument("mode", choices=["engine", "single", "stack"])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=5, help="single: rounds")
     args = parser.parse_args()
     if args.mode == "engine":
         _plain_loop(args.tokens)
         _engine_rounds(args.tokens, exact=True)
         _engine_rounds(args.tokens, exact=False)
+    elif args.mode == "single":
+        _single(args.tokens, args.rounds)
     else:
         asyncio.run(_stack(args.url, args.tokens))
 

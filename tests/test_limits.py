@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -18,7 +19,7 @@ from inferq.auth import admission
 from inferq.auth.principal import Principal
 from inferq.errors import ServiceUnavailable
 from inferq.metrics import REFUSALS
-from inferq.queue.names import queue_name, worker_key
+from inferq.queue.names import WORKER_INDEX_KEY, queue_name, worker_key
 from inferq.settings import get_settings
 from tests.auth_helpers import bearer, create_key, create_tenant, tenant_with_key
 from tests.conftest import API_PORT, _pg_dsn, wait_final
@@ -163,6 +164,7 @@ async def test_queue_depth_and_kv_pressure_refuse_with_503(settings_env: None) -
                  for i, used in enumerate((95, 91))}  # fmt: skip
         for k, v in beats.items():
             await client.set(k, json.dumps(v), ex=30)
+            await client.zadd(WORKER_INDEX_KEY, {k: (time.time() + 30) * 1000})
         before = _refusals("overloaded")
         with pytest.raises(ServiceUnavailable) as shed:
             await admission.admit(state, None, _principal(0), spec, uuid.uuid4(), 10)  # type: ignore[arg-type]
@@ -179,7 +181,9 @@ async def test_queue_depth_and_kv_pressure_refuse_with_503(settings_env: None) -
             await admission.admit(state, None, _principal(3), spec, uuid.uuid4(), 10)  # type: ignore[arg-type]
         assert full.value.code == "queue_full" and _refusals("queue_full") == before + 1
     finally:
-        await client.delete(queue, *[worker_key(f"{model}-{i}") for i in range(2)])
+        fakes = [worker_key(f"{model}-{i}") for i in range(2)]
+        await client.delete(queue, *fakes)
+        await client.zrem(WORKER_INDEX_KEY, *fakes)
         await client.aclose()
 
 

@@ -1,7 +1,8 @@
 """Live workers announce themselves in Redis with a heartbeat; the API reads who is alive.
 
-A worker's record is one key with a TTL (`worker_ttl_s`), renewed every `worker_heartbeat_s`.
-A worker that dies stops renewing it and drops out of every listing when the key expires.
+A worker's record is one key with a TTL (`worker_ttl_s`), renewed every `worker_heartbeat_s`,
+and listed in an index scored by its expiry. A worker that dies stops renewing it and drops
+out of every listing when the key expires.
 """
 
 from __future__ import annotations
@@ -16,9 +17,17 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from inferq.queue.names import WORKER_KEY_PATTERN, worker_key
+from inferq.queue.names import WORKER_INDEX_KEY, worker_key
 
 LiveInfo = Callable[[], dict[str, Any]]
+
+# Drop the index entries that expired, then read the records of the rest in the same trip.
+_LIVE_RECORDS = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local keys = redis.call('ZRANGE', KEYS[1], 0, -1)
+if #keys == 0 then return {} end
+return redis.call('MGET', unpack(keys))
+"""
 
 
 class BusySlots:
@@ -82,11 +91,18 @@ class Heartbeat:
         return {**self._info, **live, "heartbeat_at": round(time.time(), 3)}
 
     def beat(self) -> None:
-        self._redis.set(self._key, json.dumps(self.record()), px=self._ttl_ms)
+        expires_ms = int(time.time() * 1000) + self._ttl_ms
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key, json.dumps(self.record()), px=self._ttl_ms)
+            pipe.zadd(WORKER_INDEX_KEY, {self._key: expires_ms})
+            pipe.execute()
 
     def stop(self) -> None:
         self._stop.set()
-        self._redis.delete(self._key)
+        with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key)
+            pipe.zrem(WORKER_INDEX_KEY, self._key)
+            pipe.execute()
 
     def _run(self) -> None:
         while not self._stop.wait(self._every_s):
@@ -97,18 +113,16 @@ class Heartbeat:
 
 
 async def live_workers(client: aioredis.Redis) -> list[dict[str, Any]]:
-    """Every worker whose heartbeat has not expired."""
-    keys = [key async for key in client.scan_iter(match=WORKER_KEY_PATTERN, count=500)]
-    if not keys:
-        return []
-    values = await client.mget(keys)
+    """Every worker whose heartbeat has not expired (one round trip)."""
+    now_ms = int(time.time() * 1000)
+    values = await client.register_script(_LIVE_RECORDS)(keys=[WORKER_INDEX_KEY], args=[now_ms])
     return [json.loads(value) for value in values if value is not None]
 
 
 class RegistryView:
     """The live workers as an API process sees them, re-read from Redis at most every `ttl_s`.
 
-    Admission asks it on every submit; one SCAN a second per process keeps that cheap.
+    Routing asks it on every submit; one read a second per process keeps that cheap.
     """
 
     def __init__(self, client: aioredis.Redis, ttl_s: float = 1.0):
