@@ -16,6 +16,10 @@ if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
   echo "==> installing torch==2.13.0 (CPU build)"
   "$VENV/bin/pip" install --progress-bar on torch==2.13.0
 fi
+# Built without llamafile's tinyBLAS: exact continuous batching (up to 7 tokens per decode,
+# see workers/batching.py) runs 1.6x one job at 8 jobs on this build against 1.2x with it
+# (docs/benchmarks.md, "Continuous batching"). pip caches the wheel by version, not by flags.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_LLAMAFILE=OFF}"
 echo "==> installing inferq with its dev and mlx extras (llama-cpp-python compiles once, ~6 min on 2 cores; pip caches the wheel)"
 # The constraint keeps every later resolution on the torch installed above.
 set +e

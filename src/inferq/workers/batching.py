@@ -15,9 +15,12 @@ every number it depends on is computed by the same kernel in the same order eith
 - weight repacking is off (`use_extra_bufts=False`): repacked Q4_K switches from gemv to gemm
   kernels at 4 tokens per batch, and their sums differ in the last bits;
 - a decode step puts at most `exact_ubatch` (7) tokens in one `llama_decode`: from 8 tokens on,
-  ggml hands the Q5_0/Q8_0 matrix products to llamafile's tinyBLAS, whose sums differ from the
-  one-token vec_dot kernel by an ulp, enough to flip a greedy choice a few tokens later. With
-  `exact_ubatch=0` a step is one batch of any size: faster at 8+ sequences, not bit-exact.
+  ggml computes some products with other kernels (llamafile's tinyBLAS for Q5_0/Q8_0 in a
+  default build, and another kernel even without it), whose sums differ from the one-token
+  path by an ulp, enough to flip a greedy choice a few tokens later. inferq builds llama.cpp
+  without llamafile, which makes the 7 + 1 split of 8 sequences much faster (docs/benchmarks.md,
+  "Continuous batching"). With `exact_ubatch=0` a step is one batch of any size: faster at 8+
+  sequences, not bit-exact.
 """
 
 from __future__ import annotations
