@@ -18,6 +18,8 @@ os.environ.update(
     INFERQ_CONTEXT_LENGTH="2048",
     INFERQ_LOG_LEVEL="INFO",
     HF_HUB_OFFLINE="1",
+    # The webhook tests' receiver listens on 127.0.0.1 (tests/test_webhooks.py checks the guard).
+    INFERQ_WEBHOOK_ALLOW_PRIVATE="true",
 )
 os.environ.pop("INFERQ_BROKER_URL", None)
 # Tiers of the rate-limit tests (tests/test_limits.py) besides the defaults; windows of a

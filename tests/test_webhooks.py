@@ -13,12 +13,15 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from inferq.auth import signing
+from inferq.auth.webhook_targets import WebhookTargetRefused, check_webhook_url
 from tests.auth_helpers import bearer, create_key, create_tenant
-from tests.conftest import _pg_dsn, wait_final
+from tests.conftest import API_PORT, AUTH, _pg_dsn, wait_final
+from tests.stack import Proc, inferq_argv, wait_http
 
 
 class Receiver:
@@ -150,3 +153,49 @@ async def test_inbound_webhooks_submit_once_and_refuse_forgeries(stack: str) -> 
         assert job["status"] == "completed"
         listed = (await c.get("/v1/jobs")).json()["data"]
     assert [j["id"] for j in listed] == [ok.json()["id"]]  # processed once, as this tenant
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.1.1/hook",
+        "http://169.254.169.254/latest/meta-data/",  # the cloud metadata service
+        "http://[::1]:9000/hook",
+        "http://0.0.0.0/hook",
+        "https://no-such-host.invalid/hook",
+    ],
+)
+async def test_webhook_urls_on_non_public_addresses_are_refused(url: str) -> None:
+    with pytest.raises(WebhookTargetRefused) as refused:
+        await check_webhook_url(url, allow_private=False)
+    assert refused.value.status_code == 422 and refused.value.param == "webhook_url"
+    await check_webhook_url(url, allow_private=True)  # the operator's explicit choice
+
+
+async def test_webhook_urls_on_public_addresses_pass() -> None:
+    for url in ("http://93.184.216.34/hook", "https://[2606:4700:4700::1111]:8443/h"):
+        await check_webhook_url(url, allow_private=False)
+
+
+async def test_the_api_refuses_a_private_webhook_url_and_enqueues_nothing(
+    stack: str, db: asyncpg.Connection
+) -> None:
+    port = API_PORT + 1
+    env = {"INFERQ_API_PORT": str(port), "INFERQ_WEBHOOK_ALLOW_PRIVATE": "false"}
+    api = Proc("api-ssrf", inferq_argv("api"), env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", api)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=AUTH) as c:
+            body = {"model": "echo", "prompt": "x", "max_tokens": 2,
+                    "webhook_url": "http://169.254.169.254/latest/meta-data/"}  # fmt: skip
+            response = await c.post("/v1/jobs", json=body)
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "webhook_url_refused" and error["param"] == "webhook_url"
+        stored = "SELECT count(*) FROM jobs WHERE webhook_url = $1"
+        assert await db.fetchval(stored, body["webhook_url"]) == 0
+    finally:
+        api.stop()

@@ -170,6 +170,8 @@ class Settings(BaseSettings):
     """Most messages in one request."""
     webhook_max_attempts: int = Field(default=8, ge=1)
     """Deliveries of an outbound webhook before it is given up."""
+    webhook_allow_private: bool = False
+    """Allow webhook URLs on loopback, private or link-local addresses (refused otherwise)."""
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     """Timeout of one webhook delivery."""
     webhook_tolerance_s: int = Field(default=300, ge=1, description="Inbound clock skew.")

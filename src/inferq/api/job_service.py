@@ -17,6 +17,7 @@ from inferq.api.state import AppState
 from inferq.auth import admission
 from inferq.auth.limits import has_limits
 from inferq.auth.principal import current_principal, current_tenant_id
+from inferq.auth.webhook_targets import check_webhook_url
 from inferq.cache.service import CacheLookup
 from inferq.catalog import ModelSpec
 from inferq.context import Fitted, fit_messages, fit_text
@@ -98,6 +99,8 @@ async def submit_job(
 
     Rows the caller added to `session` (a chat turn's messages) commit with the job.
     """
+    if body.webhook_url is not None:
+        await check_webhook_url(body.webhook_url, state.settings.webhook_allow_private)
     target = await _resolve(state, body)  # the version (inferq.registry)
     spec = target.spec
     if body.max_tokens > spec.context_length:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from inferq.auth import signing
 from inferq.auth.models import Tenant, WebhookDelivery
+from inferq.auth.webhook_targets import WebhookTargetRefused, check_webhook_url
 from inferq.background import cancel_task
 from inferq.db.models import Job
 from inferq.settings import Settings
@@ -116,6 +117,11 @@ class WebhookDeliverer:
             return
         if job is None:
             await self._record(delivery, None, "the job no longer exists", 0.0, final=True)
+            return
+        try:  # again at each try: what the host resolves to may have changed since submit
+            await check_webhook_url(delivery.url, self._settings.webhook_allow_private)
+        except WebhookTargetRefused as exc:
+            await self._record(delivery, None, exc.message, 0.0, final=True)
             return
         secret = tenant.webhook_secret if tenant else self._settings.webhook_dev_secret
         body = json.dumps(payload_of(job), separators=(",", ":")).encode()
