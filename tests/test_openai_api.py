@@ -368,3 +368,18 @@ async def test_models_only_live(oai: openai.OpenAI) -> None:
     assert model.id == "echo" and model.object == "model"
     with pytest.raises(openai.NotFoundError):
         await asyncio.to_thread(oai.models.retrieve, "mlx-nothing")
+
+
+def test_usage_counts_a_choice_whose_usage_is_null_as_zero() -> None:
+    # A job whose replay log expired is rebuilt from its row, whose usage may be null.
+    from types import SimpleNamespace
+    from typing import Any
+
+    from inferq.api.openai import service
+    from inferq.api.openai.jobrun import ChoiceResult
+
+    jobs: Any = [SimpleNamespace(prompt_tokens=5)]
+    ended = [ChoiceResult(index=0, end={"type": "end", "usage": None})]
+    assert service._usage(jobs, ended).model_dump() == {
+        "prompt_tokens": 5, "completion_tokens": 0, "total_tokens": 5,
+    }  # fmt: skip

@@ -111,7 +111,9 @@ class Settings(BaseSettings):
     )
 
     shutdown_grace_s: int = Field(
-        default=30, description="How long a stopping API or worker lets running work finish."
+        default=30,
+        description="How long a stopping API lets streams drain; `inferq up` kills a child "
+        "still running 5 s after that.",
     )
     # Response caches (docs/benchmarks.md "Caches"): L1 exact in Redis, L2 semantic.
     cache_enabled: bool = Field(default=True, description="Look up and fill the caches.")

@@ -27,6 +27,7 @@ from inferq.catalog import resolve_model
 from inferq.db import sessions_repo as repo
 from inferq.db.chat import ChatMessage, MessageStatus
 from inferq.errors import InvalidRequest
+from inferq.queue.events import current_attempt_text
 from inferq.queue.stream import read_log
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -154,8 +155,7 @@ async def _message_view(state: AppState, message: ChatMessage) -> MessageView:
     if message.status != MessageStatus.PENDING.value or message.job_id is None:
         return MessageView.of(message)
     events = await read_log(state.redis, str(message.job_id))
-    text = "".join(str(e.get("text", "")) for e in events if e["type"] == "token")
-    return MessageView.of(message, content=text)
+    return MessageView.of(message, content=current_attempt_text(events))
 
 
 def _hit_fields(hit: repo.SearchHit) -> dict[str, Any]:

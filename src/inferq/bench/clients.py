@@ -81,7 +81,7 @@ class InferqJobs:
             if response.status_code != 202:
                 return Sample(ok=False, status=str(response.status_code), e2e_ms=_ms(started))
             sample = await self._events(response.json()["id"], started)
-            sample.cache = response.headers.get("x-inferq-cache")
+            sample.cache = cache_marker(response.headers)
             return sample
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             return failed(exc, started)

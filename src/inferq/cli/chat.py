@@ -31,10 +31,12 @@ class ChatClient:
         session_id: str | None,
         model: str | None,
         max_tokens: int,
+        headers: dict[str, str] | None = None,
         out: TextIO = sys.stdout,
     ):
         self.ws = ws
         self.http_base = http_base
+        self.headers = headers
         self.session_id = session_id
         self.model = model
         self.max_tokens = max_tokens
@@ -136,7 +138,9 @@ class ChatClient:
         self.started.set()
 
     async def _list_sessions(self) -> None:
-        async with httpx.AsyncClient(base_url=self.http_base, timeout=10) as http:
+        async with httpx.AsyncClient(
+            base_url=self.http_base, timeout=10, headers=self.headers
+        ) as http:
             response = await http.get("/v1/sessions", params={"limit": 20})
         if response.status_code != 200:
             self._print(f"[could not list sessions: {response.status_code}]\n")
@@ -190,7 +194,12 @@ async def run_chat(
             lines: asyncio.Queue[str | None] = asyncio.Queue()
             _pump_stdin(asyncio.get_running_loop(), lines)
             client = ChatClient(
-                ws, http_base, session_id=session_id, model=model, max_tokens=max_tokens
+                ws,
+                http_base,
+                session_id=session_id,
+                model=model,
+                max_tokens=max_tokens,
+                headers=headers,
             )
             await client.run(lines)
     except (OSError, ConnectionClosed) as exc:

@@ -15,7 +15,6 @@ import httpx
 from inferq.settings import Settings
 
 _PR_SET_PDEATHSIG = 1
-_STOP_GRACE_S = 15.0
 
 
 @dataclass
@@ -59,7 +58,8 @@ def run_up(settings: Settings, engine: str, model: str) -> int:
     for child in procs:
         if child.process and child.process.poll() is not None and not stopping:
             print(f"inferq up: {child.name} exited with {child.process.returncode}", flush=True)
-    _stop_all(procs)
+    # The API drains its streams for shutdown_grace_s; the kill comes only after that.
+    _stop_all(procs, settings.shutdown_grace_s + 5)
     return 0 if stopping else 1
 
 
@@ -101,12 +101,13 @@ def _dev_key(settings: Settings) -> str:
     )
 
 
-def _stop_all(procs: list[Child]) -> None:
+def _stop_all(procs: list[Child], grace_s: float) -> None:
+    """SIGTERM every child, SIGKILL those still running after `grace_s`."""
     running = [c for c in procs if c.process and c.process.poll() is None]
     for child in running:
         assert child.process is not None
         os.killpg(child.process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + _STOP_GRACE_S
+    deadline = time.monotonic() + grace_s
     for child in running:
         assert child.process is not None
         try:

@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import setup_logging, task_postrun, task_prerun
+from pydantic import ValidationError
 
 from inferq import __version__
 from inferq.bundled import ensure_bundled_model
@@ -46,12 +47,13 @@ def worker_settings(settings: Settings, slots: int | None, device: str | None) -
     """The settings with this worker's --slots and --device applied (flags win over env)."""
     update: dict[str, Any] = {}
     if slots is not None:
-        if slots < 1:
-            raise SystemExit("--slots must be at least 1")
         update["worker_slots"] = slots
     if device is not None:
         update["worker_device"] = device
-    return settings.model_copy(update=update)
+    try:  # model_copy would skip the fields' bounds (1 <= worker_slots <= 64)
+        return type(settings).model_validate({**settings.model_dump(), **update})
+    except ValidationError as exc:
+        raise SystemExit(f"inferq worker: {exc.errors()[0]['msg']} (--slots/--device)") from None
 
 
 def run_worker(

@@ -25,7 +25,7 @@ from inferq.api.schemas import JobCreate
 from inferq.api.state import AppState
 from inferq.db.models import Job
 from inferq.errors import InferqError
-from inferq.queue.events import is_final
+from inferq.queue.events import current_attempt_text, is_final
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,12 @@ class ChoiceResult:
     """One job's outcome, as read from its event stream."""
 
     index: int
-    pieces: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
     end: dict[str, Any] | None = None
 
     @property
     def text(self) -> str:
-        return "".join(self.pieces)
+        return current_attempt_text(self.events)
 
 
 async def submit_choices(
@@ -91,19 +91,24 @@ async def merged_events(
         async for event in job_events(state.redis, state.hub, jobs[0]):
             yield 0, event
         return
-    queue: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, dict[str, Any] | Exception]] = asyncio.Queue()
 
     async def pump(index: int, job: Job) -> None:
-        async for event in job_events(state.redis, state.hub, job):
-            await queue.put((index, event))
+        try:
+            async for event in job_events(state.redis, state.hub, job):
+                await queue.put((index, event))
+        except Exception as exc:  # raised to the reader, as with one job
+            await queue.put((index, exc))
 
     tasks = [asyncio.create_task(pump(i, job)) for i, job in enumerate(jobs)]
     try:
         ended = 0
         while ended < len(jobs):
-            index, event = await queue.get()
-            ended += is_final(event)
-            yield index, event
+            index, item = await queue.get()
+            if isinstance(item, Exception):
+                raise item
+            ended += is_final(item)
+            yield index, item
     finally:
         for task in tasks:
             task.cancel()
@@ -114,13 +119,11 @@ async def collect(state: AppState, jobs: list[Job]) -> list[ChoiceResult]:
     results = [ChoiceResult(index=i) for i in range(len(jobs))]
     async for index, event in merged_events(state, jobs):
         result = results[index]
-        if event["type"] == "token":
-            result.pieces.append(event["text"])
-        elif event["type"] == "restart":
-            result.pieces.clear()  # a new attempt starts the output over
-        else:
+        if is_final(event):
             raise_for_outcome(jobs[index], event)
             result.end = event
+        else:
+            result.events.append(event)
     return results
 
 

@@ -29,7 +29,7 @@ from inferq.api.openai.schemas import (
     SamplingFields,
     Usage,
 )
-from inferq.api.openai.streaming import completion_id, finish_reason_of
+from inferq.api.openai.streaming import UsageCount, completion_id, finish_reason_of
 from inferq.api.schemas import ChatMessage, JobCreate
 from inferq.api.state import AppState
 from inferq.catalog import ModelSpec, catalog, resolve_model
@@ -123,13 +123,10 @@ def grammar_of(state: AppState, model: str, fmt: ResponseFormat | None) -> str |
 
 
 def _usage(jobs: list[Job], results: list[ChoiceResult]) -> Usage:
-    completion = sum(
-        int((r.end or {}).get("usage", {}).get("completion_tokens", 0)) for r in results
-    )
-    prompt = jobs[0].prompt_tokens
-    return Usage(
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-    )
+    usage = UsageCount(jobs)
+    for result in results:
+        usage.add(result.end or {})
+    return Usage(**usage.as_dict())
 
 
 def chat_completion(jobs: list[Job], results: list[ChoiceResult], model: str) -> ChatCompletion:

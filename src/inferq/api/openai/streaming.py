@@ -71,7 +71,9 @@ def finish_reason_of(end: dict[str, Any]) -> str:
     return reason if reason in ("stop", "length") else "stop"
 
 
-class _Usage:
+class UsageCount:
+    """Tokens of the choices of one request, as they end (a null `usage` counts 0)."""
+
     def __init__(self, jobs: list[Job]):
         self.prompt_tokens = jobs[0].prompt_tokens
         self.completion_tokens = 0
@@ -93,7 +95,7 @@ class OpenAIFrames:
     object_name = "chat.completion.chunk"
 
     def __init__(self, jobs: list[Job], model: str, include_usage: bool, fingerprint: str):
-        self._usage = _Usage(jobs)
+        self._usage = UsageCount(jobs)
         self._include_usage = include_usage
         self._base: dict[str, Any] = {
             "id": completion_id(self.object_name, jobs[0]),
