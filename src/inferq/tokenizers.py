@@ -85,7 +85,12 @@ class Tokenizers:
         self._loaded: dict[str, Tokenizer] = {}
         self._lock = threading.Lock()
 
+    def loaded(self, spec: ModelSpec) -> Tokenizer | None:
+        """The tokenizer if it is loaded already: a dict read, safe without the lock."""
+        return self._loaded.get(spec.name)
+
     def get(self, spec: ModelSpec) -> Tokenizer:
+        """The tokenizer, loading it first (seconds for a large vocabulary: call off the loop)."""
         with self._lock:
             if spec.name not in self._loaded:
                 self._loaded[spec.name] = _load(spec)

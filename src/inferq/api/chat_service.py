@@ -7,7 +7,6 @@ when the job ends, whoever is or is not listening.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,7 +76,7 @@ async def start_turn(state: AppState, db: AsyncSession, request: StreamChat) -> 
     chat, first = reserved
     if chat.title is None:
         chat.title = _title(request.prompt)
-    tokenizer = await asyncio.to_thread(state.tokenizers.get, spec)
+    tokenizer = await job_service.tokenizer_of(state, spec)
     job_id = uuid.uuid4()
     db.add_all(
         [
@@ -88,7 +87,7 @@ async def start_turn(state: AppState, db: AsyncSession, request: StreamChat) -> 
                 role="user",
                 content=request.prompt,
                 status=MessageStatus.COMPLETE.value,
-                tokens=len(await asyncio.to_thread(tokenizer.encode, request.prompt)),
+                tokens=await job_service.tokens_in(tokenizer, request.prompt),
             ),
             ChatMessage(
                 id=uuid.uuid4(),

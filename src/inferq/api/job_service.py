@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from opentelemetry.trace import SpanKind
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inferq.api.schemas import JobCreate
@@ -31,17 +30,16 @@ from inferq.errors import (
     ServiceUnavailable,
 )
 from inferq.logs import request_id_given_var, request_id_var
+from inferq.queue.dispatch import send_job
 from inferq.queue.events import current_attempt_text
 from inferq.queue.names import (
-    RUN_JOB_TASK,
     cancel_key,
-    queue_name,
     request_id_key,
 )
 from inferq.queue.publisher import announce_final
 from inferq.queue.stream import read_log
 from inferq.registry.service import ModelRegistry, Route, Target, model_registry
-from inferq.tracing import trace_headers, tracer
+from inferq.tokenizers import Tokenizer
 
 # Tokenizing a long prompt takes milliseconds; above this size it leaves the event loop.
 _INLINE_TOKENIZE_CHARS = 4096
@@ -271,16 +269,29 @@ async def _route(state: AppState, target: Target, body: JobCreate, job_id: uuid.
     return await _registry(state).route(target, str(job_id), body.adapter)
 
 
+async def tokenizer_of(state: AppState, spec: ModelSpec) -> Tokenizer:
+    """The model's tokenizer: a dict read once loaded; loading it leaves the event loop."""
+    tokenizer = state.tokenizers.loaded(spec)
+    if tokenizer is None:
+        tokenizer = await asyncio.to_thread(state.tokenizers.get, spec)
+    return tokenizer
+
+
+async def tokens_in(tokenizer: Tokenizer, text: str) -> int:
+    """Tokens of `text`; a long text is tokenized off the event loop."""
+    if len(text) > _INLINE_TOKENIZE_CHARS:
+        return len(await asyncio.to_thread(tokenizer.encode, text))
+    return len(tokenizer.encode(text))
+
+
 async def _prompt_of(state: AppState, spec: ModelSpec, body: JobCreate) -> tuple[str, int]:
-    tokenizer = await asyncio.to_thread(state.tokenizers.get, spec)
+    tokenizer = await tokenizer_of(state, spec)
     if body.messages is not None:
         prompt = tokenizer.render_chat([m.model_dump() for m in body.messages])
     else:
         assert body.prompt is not None
         prompt = body.prompt
-    if len(prompt) > _INLINE_TOKENIZE_CHARS:
-        return prompt, len(await asyncio.to_thread(tokenizer.encode, prompt))
-    return prompt, len(tokenizer.encode(prompt))
+    return prompt, await tokens_in(tokenizer, prompt)
 
 
 def _messages_of(body: JobCreate) -> list[dict[str, Any]] | None:
@@ -289,7 +300,7 @@ def _messages_of(body: JobCreate) -> list[dict[str, Any]] | None:
 
 async def _compact(state: AppState, spec: ModelSpec, body: JobCreate, budget: int) -> Fitted:
     """Head/tail compaction (see inferq.context); tokenizing many times leaves the loop."""
-    tokenizer = await asyncio.to_thread(state.tokenizers.get, spec)
+    tokenizer = await tokenizer_of(state, spec)
     messages = _messages_of(body)
     if messages is not None:
         return await asyncio.to_thread(fit_messages, tokenizer, messages, budget)
@@ -298,22 +309,8 @@ async def _compact(state: AppState, spec: ModelSpec, body: JobCreate, budget: in
 
 
 async def _enqueue(state: AppState, session: AsyncSession, job: Job) -> None:
-    def send() -> None:
-        with tracer.start_as_current_span(
-            "enqueue", kind=SpanKind.PRODUCER,
-            attributes={"inferq.job_id": str(job.id), "inferq.model": job.model},
-        ):  # fmt: skip
-            state.celery.send_task(
-                RUN_JOB_TASK,
-                args=[str(job.id)],
-                task_id=str(job.id),
-                queue=job.queue or queue_name(job.engine, job.model),
-                headers=trace_headers(),
-            )
-
     try:
-        # apply_async is synchronous (about 0.5 ms); keep it off the event loop.
-        await asyncio.to_thread(send)
+        await send_job(state.celery, job)
     except Exception as exc:
         error = {"code": "queue_unavailable", "message": f"could not enqueue: {exc}"}
         await job_repo.fail_queued_job(session, job.id, error)
@@ -333,7 +330,8 @@ async def load_job(session: AsyncSession, raw_id: str) -> Job:
 async def live_output(state: AppState, job: Job) -> str | None:
     """The text so far: the replay log while running, the stored output after."""
     if job.status != JobStatus.RUNNING.value:
-        await admission.settle_job(state, job)  # reconcile on read: refund, free the slot
+        if has_limits(current_principal()):  # reconcile on read: refund, free the slot
+            await admission.settle_job(state, job)
         return job.output
     return current_attempt_text(await read_log(state.redis, str(job.id)))
 

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from inferq.auth.principal import Principal
 from inferq.queue.names import rate_charge_key, rate_limit_key
+from inferq.queue.scripts import script
 
 # A job that never ends frees its slot after this long (its charge record lives as long).
 _RUNNING_TTL_MS = 6 * 3600 * 1000
@@ -162,8 +163,8 @@ def has_limits(principal: Principal) -> bool:
 class Limiter:
     def __init__(self, client: aioredis.Redis):
         self._redis = client
-        self._admit = client.register_script(_ADMIT)
-        self._settle = client.register_script(_SETTLE)
+        self._admit = script(client, _ADMIT)
+        self._settle = script(client, _SETTLE)
 
     async def admit(self, principal: Principal, job_id: uuid.UUID, tokens: int) -> Decision:
         """Check every limit of the principal and, only if all pass, charge them all."""

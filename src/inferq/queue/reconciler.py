@@ -35,11 +35,11 @@ from inferq.background import cancel_task
 from inferq.db import jobs as job_repo
 from inferq.db.models import JobStatus
 from inferq.queue.clients import async_redis, sync_redis
+from inferq.queue.dispatch import send_job
 from inferq.queue.names import (
     BROKER_UNACKED_INDEX_KEY,
     BROKER_UNACKED_KEY,
     RECONCILER_LOCK_KEY,
-    RUN_JOB_TASK,
     attempt_key,
     lease_key,
     queue_name,
@@ -215,15 +215,7 @@ class Reconciler:
         return ids
 
     async def _send(self, job: job_repo.ActiveJob) -> None:
-        def send() -> None:
-            self._celery.send_task(
-                RUN_JOB_TASK,
-                args=[str(job.id)],
-                task_id=str(job.id),
-                queue=job.queue or queue_name(job.engine, job.model),
-            )
-
-        await asyncio.to_thread(send)
+        await send_job(self._celery, job)  # with the trace context, as the first send had
 
 
 def _task_id(message: dict[str, object]) -> str:

@@ -18,6 +18,7 @@ import redis
 import redis.asyncio as aioredis
 
 from inferq.queue.names import WORKER_INDEX_KEY, worker_key
+from inferq.queue.scripts import script
 
 LiveInfo = Callable[[], dict[str, Any]]
 
@@ -115,7 +116,7 @@ class Heartbeat:
 async def live_workers(client: aioredis.Redis) -> list[dict[str, Any]]:
     """Every worker whose heartbeat has not expired (one round trip)."""
     now_ms = int(time.time() * 1000)
-    values = await client.register_script(_LIVE_RECORDS)(keys=[WORKER_INDEX_KEY], args=[now_ms])
+    values = await script(client, _LIVE_RECORDS)(keys=[WORKER_INDEX_KEY], args=[now_ms])
     return [json.loads(value) for value in values if value is not None]
 
 

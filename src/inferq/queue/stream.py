@@ -14,6 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from inferq.queue.events import decode_event, is_final
 from inferq.queue.hub import EventHub
 from inferq.queue.names import event_log_key
+from inferq.queue.scripts import script
 
 # How long a reader waits on the live channel before it re-reads the log anyway; this bounds
 # the delay after a pub/sub message lost to a reconnect.
@@ -39,7 +40,7 @@ return redis.call('LRANGE', KEYS[1], from, -1)
 
 async def read_log(client: aioredis.Redis, job_id: str, start: int = 0) -> list[dict[str, Any]]:
     """Events from seq `start` on (or from the log's first event, if that is later)."""
-    raw = await client.register_script(_READ_FROM_SEQ)(keys=[event_log_key(job_id)], args=[start])
+    raw = await script(client, _READ_FROM_SEQ)(keys=[event_log_key(job_id)], args=[start])
     return [decode_event(item) for item in raw]
 
 

@@ -96,13 +96,15 @@ class Breakers:
     def __init__(self, settings: Settings, client: aioredis.Redis):
         self._settings = settings
         self._redis = client
+        self._admit = client.register_script(_ADMIT)
+        self._record = client.register_script(_RECORD)
 
     async def admit(self, queue: str, job_id: str) -> Admission:
         """May a request go to this pool now? Takes the half-open probe when it is due."""
-        allowed, state, wait = await self._redis.eval(
-            _ADMIT, 1, breaker_key(queue), repr(time.time()),
-            str(self._settings.breaker_cooldown_s), job_id,
-        )  # fmt: skip
+        allowed, state, wait = await self._admit(
+            keys=[breaker_key(queue)],
+            args=[repr(time.time()), str(self._settings.breaker_cooldown_s), job_id],
+        )
         state = _text(state)
         BREAKER_STATE.labels(queue).set(_GAUGE[state])
         return Admission(bool(allowed), state, float(_text(wait)), probe=state == HALF_OPEN)
@@ -111,18 +113,17 @@ class Breakers:
         """Count one job outcome of a pool; returns the breaker's state after it."""
         s = self._settings
         state = _text(
-            await self._redis.eval(
-                _RECORD,
-                2,
-                breaker_key(queue),
-                breaker_window_key(queue),
-                repr(time.time()),
-                "1" if ok else "0",
-                job_id,
-                str(s.breaker_failures),
-                str(s.breaker_error_rate),
-                str(s.breaker_min_requests),
-                str(s.breaker_window_s),
+            await self._record(
+                keys=[breaker_key(queue), breaker_window_key(queue)],
+                args=[
+                    repr(time.time()),
+                    "1" if ok else "0",
+                    job_id,
+                    str(s.breaker_failures),
+                    str(s.breaker_error_rate),
+                    str(s.breaker_min_requests),
+                    str(s.breaker_window_s),
+                ],
             )
         )
         BREAKER_STATE.labels(queue).set(_GAUGE[state])

@@ -14,6 +14,8 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+import llama_cpp
+
 from inferq.errors import EngineError, InvalidRequest
 from inferq.tokenizers import llama_encode
 from inferq.workers.batching import BatchScheduler, Sequence, seq_cells
@@ -60,7 +62,6 @@ class LlamaCppEngine:
         self._scheduler: BatchScheduler | None = None
 
     def load(self) -> None:
-        import llama_cpp
         from llama_cpp._internals import LlamaContext, LlamaModel
         from llama_cpp._logger import set_verbose
 
@@ -84,8 +85,6 @@ class LlamaCppEngine:
         self._scheduler.start()
 
     def _context_params(self) -> Any:
-        import llama_cpp
-
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = self._n_ctx_seq * self.slots
         cparams.n_batch = N_BATCH
@@ -148,8 +147,6 @@ class LlamaCppEngine:
                 scheduler.cancel(seq)
 
     def _piece(self, token: int) -> bytes:
-        import llama_cpp
-
         buf = ctypes.create_string_buffer(64)
         n = llama_cpp.llama_token_to_piece(self._model.vocab, token, buf, len(buf), 0, False)
         if n < 0:  # a longer piece: -n is the size it needs
@@ -159,8 +156,6 @@ class LlamaCppEngine:
 
     def _sampler(self, params: SamplingParams) -> Any:
         """A sampler chain of this request's own; the scheduler frees it when the job leaves."""
-        import llama_cpp
-
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         add = llama_cpp.llama_sampler_chain_add
         if params.grammar is not None:

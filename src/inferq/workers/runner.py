@@ -205,7 +205,8 @@ def _decode(
             if cancelled:
                 outcome.finish_reason = "cancelled"
                 return
-    emit(matcher.flush())
+    if rest := matcher.flush():
+        emit(rest)
     hit_limit = outcome.completion_tokens >= request.params.max_tokens
     outcome.finish_reason = "length" if hit_limit else "stop"
 
