@@ -167,18 +167,18 @@ async def test_queue_depth_and_kv_pressure_refuse_with_503(settings_env: None) -
             await client.zadd(WORKER_INDEX_KEY, {k: (time.time() + 30) * 1000})
         before = _refusals("overloaded")
         with pytest.raises(ServiceUnavailable) as shed:
-            await admission.admit(state, None, _principal(0), spec, uuid.uuid4(), 10)  # type: ignore[arg-type]
+            await admission.admit(state, None, _principal(0), spec, uuid.uuid4(), 10, queue=queue)  # type: ignore[arg-type]
         assert shed.value.code == "overloaded" and shed.value.retry_after_s >= 1
         assert _refusals("overloaded") == before + 1
         # The top tier still gets in; and so does everyone once one worker has room.
-        await admission.admit(state, None, _principal(3), spec, uuid.uuid4(), 10)  # type: ignore[arg-type]
+        await admission.admit(state, None, _principal(3), spec, uuid.uuid4(), 10, queue=queue)  # type: ignore[arg-type]
         await client.set(next(iter(beats)), json.dumps({"model": model, "kv_used": 10,
                                                          "kv_total": 100}), ex=30)  # fmt: skip
-        await admission.admit(state, None, _principal(0), spec, uuid.uuid4(), 10)  # type: ignore[arg-type]
+        await admission.admit(state, None, _principal(0), spec, uuid.uuid4(), 10, queue=queue)  # type: ignore[arg-type]
         await client.rpush(queue, "more", "more")
         before = _refusals("queue_full")
         with pytest.raises(ServiceUnavailable) as full:
-            await admission.admit(state, None, _principal(3), spec, uuid.uuid4(), 10)  # type: ignore[arg-type]
+            await admission.admit(state, None, _principal(3), spec, uuid.uuid4(), 10, queue=queue)  # type: ignore[arg-type]
         assert full.value.code == "queue_full" and _refusals("queue_full") == before + 1
     finally:
         fakes = [worker_key(f"{model}-{i}") for i in range(2)]

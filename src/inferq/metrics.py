@@ -63,9 +63,6 @@ BREAKER_STATE = Gauge(
 )
 LIVE_WORKERS = Gauge("inferq_live_workers", "Workers with a live heartbeat.", ["model"])
 
-# Every refusal reason the API can give; metrics keep to these labels.
-REFUSAL_REASONS = ("rate_limit", "queue_full", "overloaded", "no_worker", "invalid", "too_large")
-
 
 def observe_job(
     model: str,

@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-import redis.asyncio as aioredis
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inferq.api.state import AppState
-from inferq.settings import Settings
 
 
 # Dependencies are `async def` even when they do not await: FastAPI runs a plain `def`
@@ -23,20 +21,10 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-async def get_settings_dep(state: StateDep) -> Settings:
-    return state.settings
-
-
 async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
     """A session per request; the code that changes rows commits, anything else rolls back."""
     async with state.sessions() as session:
         yield session
 
 
-async def get_redis(state: StateDep) -> aioredis.Redis:
-    return state.redis
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]

@@ -30,6 +30,7 @@ from inferq.errors import (
     ServiceUnavailable,
 )
 from inferq.logs import request_id_given_var, request_id_var
+from inferq.metrics import JOBS_SUBMITTED
 from inferq.queue.dispatch import send_job
 from inferq.queue.events import current_attempt_text
 from inferq.queue.names import (
@@ -141,7 +142,8 @@ async def submit_job(
     spec = target.spec
     principal = current_principal()  # the same admission for every surface (inferq.auth)
     tokens = prompt_tokens + body.max_tokens
-    await admission.admit(state, session, principal, spec, job_id, tokens, queued=not cached.hit)
+    queue = route.queue if route is not None else None  # None: a hit, never queued
+    await admission.admit(state, session, principal, spec, job_id, tokens, queue=queue)
     # L2 after admission: a refused request costs no embedding.
     await state.cache.lookup_semantic(cached)
     job = Job(
@@ -172,6 +174,7 @@ async def submit_job(
     await state.cache.attach(session, cached, job)  # a hit completes the job; a miss preps fill
     session.add(job)
     await session.commit()
+    JOBS_SUBMITTED.labels(job.model).inc()
     if cached.hit:
         await state.cache.replay(job, cached)
         if has_limits(principal):  # otherwise admission charged nothing to settle

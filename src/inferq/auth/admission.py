@@ -25,7 +25,6 @@ from inferq.catalog import ModelSpec
 from inferq.db.models import Job, JobStatus
 from inferq.errors import InvalidValue, ServiceUnavailable
 from inferq.metrics import REFUSALS
-from inferq.queue.names import queue_name
 from inferq.queue.registry import live_workers
 from inferq.settings import Settings
 
@@ -70,14 +69,15 @@ async def admit(
     job_id: uuid.UUID,
     tokens: int,
     *,
-    queued: bool = True,
+    queue: str | None,
 ) -> None:
     """Queue depth, KV pressure, then the rate limits (charged only when all pass).
 
-    A job that will not be queued (a cache hit) skips the first two: it loads no worker.
+    `queue` is the one routing chose for the job; None for a job that will not be queued (a
+    cache hit), which skips the first two checks: it loads no worker.
     """
-    if queued:
-        await _check_load(state, principal, spec)
+    if queue is not None:
+        await _check_load(state, principal, spec, queue)
     if not has_limits(principal):
         return
     limiter = Limiter(state.redis)
@@ -91,8 +91,8 @@ async def admit(
         _refuse_rate(decision, tokens)
 
 
-async def _check_load(state: AppState, principal: Principal, spec: ModelSpec) -> None:
-    depth = int(await state.redis.llen(queue_name(spec.engine, spec.name)))
+async def _check_load(state: AppState, principal: Principal, spec: ModelSpec, queue: str) -> None:
+    depth = int(await state.redis.llen(queue))  # the routed pool's, not the model's default
     if depth >= state.settings.max_queue_depth:
         REFUSALS.labels("queue_full").inc()
         raise ServiceUnavailable(

@@ -43,7 +43,8 @@ HEADER = "x-inferq-cache"
 
 @dataclass
 class CacheLookup:
-    """The outcome of a lookup; `marker` goes on the job record, `header` on the response."""
+    """The outcome of a lookup; `marker` goes on the job record, and through `cache_header`
+    on the response."""
 
     policy: CachePolicy
     scope: CacheScope | None
@@ -56,10 +57,6 @@ class CacheLookup:
     @property
     def hit(self) -> bool:
         return self.answer is not None
-
-    @property
-    def header(self) -> str:
-        return self.marker if self.hit and self.marker else "miss"
 
 
 def cache_header(job: Job) -> str:

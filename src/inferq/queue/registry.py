@@ -138,12 +138,6 @@ class RegistryView:
             self._read_at = time.monotonic()
         return self._workers
 
-    async def serves(self, engine: str, model: str) -> bool:
-        """True when at least one live worker consumes the queue of (engine, model)."""
-        return any(
-            w.get("engine") == engine and w.get("model") == model for w in await self.workers()
-        )
-
 
 _views: weakref.WeakKeyDictionary[aioredis.Redis, RegistryView] = weakref.WeakKeyDictionary()
 

@@ -24,7 +24,6 @@ class Pool:
     busy: int = 0
     depth: int = 0
     adapters: set[str] = field(default_factory=set)
-    worker_ids: list[str] = field(default_factory=list)
 
     @property
     def free(self) -> int:
@@ -56,7 +55,6 @@ def pools_of(
         pool.slots += int(w.get("slots") or 1)
         pool.busy += int(w.get("slots_busy") or 0)
         pool.adapters.update(str(a) for a in w.get("adapters") or [])
-        pool.worker_ids.append(str(w.get("id")))
     return pools
 
 

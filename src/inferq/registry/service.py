@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from inferq.catalog import ModelSpec, catalog, ollama_spec
 from inferq.errors import ModelNotFound, NotFound, ServiceUnavailable
-from inferq.queue.names import DEFAULT_MODEL_VERSION, REGISTRY_GENERATION_KEY, queue_name
+from inferq.queue.names import DEFAULT_MODEL_VERSION, REGISTRY_GENERATION_KEY
 from inferq.queue.registry import registry_view
 from inferq.registry import policies, repository
 from inferq.registry.breaker import Breakers
@@ -222,10 +222,6 @@ class ModelRegistry:
             depths = await pipe.execute()
         for pool, depth in zip(pools, depths, strict=True):
             pool.depth = int(depth)
-
-
-def queue_of(route: Route) -> str:
-    return route.queue or queue_name(route.target.spec.engine, route.target.spec.name)
 
 
 def _label(target: Target) -> str:
