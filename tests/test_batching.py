@@ -29,7 +29,19 @@ PROMPTS = [
     "Water boils at",
     "The three laws of robotics are",
 ]
-N_TOKENS = 16
+N_TOKENS = 48
+# Prompts of more than 256 tokens: their KV views reach 512 cells, where flash attention would split
+# one sequence across threads but not a batch (4 of these 8 diverged with it on).
+TOPICS = ["the Roman empire", "volcanoes", "the printing press", "honey bees",
+          "jazz music", "the moon landing", "glaciers", "chess openings"]  # fmt: skip
+LONG_PROMPTS = [
+    " ".join(
+        f"Paragraph {j}: a short note on {topic}, its causes, its history and what people said."
+        for j in range(14)
+    )
+    + f" Now summarise everything about {topic}:"
+    for topic in TOPICS
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +54,10 @@ def engine() -> Iterator[LlamaCppEngine]:
     engine.unload()
 
 
-def _run(engine: LlamaCppEngine, prompt: str, **params: object) -> list[int]:
-    sampling = SamplingParams(max_tokens=N_TOKENS, **params)  # type: ignore[arg-type]
+def _run(
+    engine: LlamaCppEngine, prompt: str, max_tokens: int = N_TOKENS, **params: object
+) -> list[int]:
+    sampling = SamplingParams(max_tokens=max_tokens, **params)  # type: ignore[arg-type]
     return [t.id for t in engine.generate(GenerationRequest(prompt, sampling))]
 
 
@@ -70,6 +84,14 @@ def test_eight_concurrent_greedy_jobs_equal_their_solo_runs(engine: LlamaCppEngi
     assert batched == solo
     assert engine.kv_usage()["kv_used"] == 0
     assert engine.kv_cells_in_llama() == 0
+
+
+def test_long_sequences_batched_equal_their_solo_runs(engine: LlamaCppEngine) -> None:
+    assert min(engine.count_tokens(p) for p in LONG_PROMPTS) > 256
+    jobs = [{"prompt": p, "temperature": 0, "max_tokens": 32} for p in LONG_PROMPTS]
+    solo = [_run(engine, **job) for job in jobs]  # type: ignore[arg-type]
+    assert all(len(tokens) == 32 for tokens in solo)
+    assert _concurrently(engine, jobs) == solo
 
 
 def test_cancelling_one_sequence_leaves_the_others_equal_to_solo(

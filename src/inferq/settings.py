@@ -67,8 +67,9 @@ class Settings(BaseSettings):
     breaker_watch_s: float = Field(default=0.5, gt=0, description="Job outcomes read this often.")
     llamacpp_exact_batching: bool = Field(
         default=True,
-        description="Decode at most 7 sequences per llama.cpp batch so that greedy output is "
-        "bit-identical to running alone; False allows larger, faster, inexact batches.",
+        description="Use only llama.cpp kernels that compute a sequence the same at any batch "
+        "size, so greedy output is bit-identical to running alone; False allows the faster "
+        "tiled matmul and flash attention, inexact in batches.",
     )
 
     # Reliability (docs/reliability.md): leases, requeues, retries through outages.

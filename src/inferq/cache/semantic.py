@@ -109,7 +109,7 @@ class IndexSync:
     async def stop(self) -> None:
         await cancel_task(self._task)
         with contextlib.suppress(RedisError):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()
 
     async def _load(self, query: Select[CacheEntry]) -> int:
         async with self._sessions() as session:

@@ -43,7 +43,7 @@ class EventHub:
     async def stop(self) -> None:
         await cancel_task(self._task)
         with contextlib.suppress(RedisError):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()
 
     @contextlib.asynccontextmanager
     async def subscribe(self, job_id: str) -> AsyncIterator[Subscriber]:

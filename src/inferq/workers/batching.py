@@ -7,20 +7,21 @@ still reading its prompt, then decodes one token for every generating sequence i
 multi-sequence batch. Joining and leaving happen between steps (iteration-level scheduling).
 
 Numerics: a sequence's tokens are the same whether it runs alone or beside others, because
-every number it depends on is computed by the same kernel in the same order either way:
+every number it depends on is computed by the same kernel in the same order either way
+(the engine's `exact` mode, the default; docs/benchmarks.md, "Continuous batching"):
 
 - prompts are evaluated alone, in chunks of a fixed size, never mixed with other sequences;
 - the context keeps one KV stream per slot (`kv_unified=False`), so a sequence's cells are laid
   out as when it runs alone;
 - weight repacking is off (`use_extra_bufts=False`): repacked Q4_K switches from gemv to gemm
   kernels at 4 tokens per batch, and their sums differ in the last bits;
-- a decode step puts at most `exact_ubatch` (7) tokens in one `llama_decode`: from 8 tokens on,
-  ggml computes some products with other kernels (llamafile's tinyBLAS for Q5_0/Q8_0 in a
-  default build, and another kernel even without it), whose sums differ from the one-token
-  path by an ulp, enough to flip a greedy choice a few tokens later. inferq builds llama.cpp
-  without llamafile, which makes the 7 + 1 split of 8 sequences much faster (docs/benchmarks.md,
-  "Continuous batching"). With `exact_ubatch=0` a step is one batch of any size: faster at 8+
-  sequences, not bit-exact.
+- ggml's tiled K-quant matmul is off (`GGML_CPU_TILED_MM=0`): it takes over from 8 tokens
+  per batch, and so does llamafile's tinyBLAS, which inferq's build leaves out;
+- flash attention is off: for one sequence with 512 or more KV cells it splits the cells
+  across threads and merges partial sums, which it never does for a batch of sequences.
+
+An ulp of difference is enough to flip a greedy choice a few tokens later. Outside exact mode
+the same scheduler runs with those kernels on: faster prompts, batches not bit-exact.
 """
 
 from __future__ import annotations
@@ -78,7 +79,6 @@ class BatchScheduler:
         slots: int,
         n_batch: int,
         prompt_chunk: int,
-        exact_ubatch: int = 7,
     ):
         self._ctx = ctx
         self._vocab = vocab
@@ -86,7 +86,6 @@ class BatchScheduler:
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         self._slots = slots
         self._chunk = prompt_chunk
-        self._group = exact_ubatch if exact_ubatch > 0 else max(n_batch, slots)
         self._batch = llama_cpp.llama_batch_init(max(n_batch, slots), 0, 1)
         self._cond = threading.Condition()
         self._waiting: collections.deque[Sequence] = collections.deque()
@@ -230,25 +229,23 @@ class BatchScheduler:
             self._sample(seq, len(chunk) - 1)
 
     def _decode_step(self) -> None:
-        """One token for every generating sequence, in multi-sequence batches."""
+        """One token for every generating sequence, in one multi-sequence batch."""
         running = [s for s in self._active.values() if not s.prefilling and s.pending >= 0]
-        for start in range(0, len(running), self._group):
-            self._decode_group(running[start : start + self._group])
-        if running:
-            self._rate.append((time.monotonic(), len(running)))
-            while self._rate and time.monotonic() - self._rate[0][0] > _RATE_WINDOW_S:
-                self._rate.popleft()
-
-    def _decode_group(self, group: list[Sequence]) -> None:
-        for i, seq in enumerate(group):
-            self._put(i, seq.pending, seq.n_past, seq.slot, True)
-        self._batch.n_tokens = len(group)
-        if not self._decode(group):
+        if not running:
             return
-        self._kv_used += len(group)
-        for i, seq in enumerate(group):
+        for i, seq in enumerate(running):
+            self._put(i, seq.pending, seq.n_past, seq.slot, True)
+        self._batch.n_tokens = len(running)
+        if not self._decode(running):
+            return
+        self._kv_used += len(running)
+        for i, seq in enumerate(running):
             seq.n_past += 1
             self._sample(seq, i)
+        now = time.monotonic()
+        self._rate.append((now, len(running)))
+        while self._rate and now - self._rate[0][0] > _RATE_WINDOW_S:
+            self._rate.popleft()
 
     def _put(self, i: int, token: int, pos: int, slot: int, logits: bool) -> None:
         batch = self._batch

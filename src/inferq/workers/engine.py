@@ -77,7 +77,7 @@ def make_engine(spec: ModelSpec, settings: Settings) -> Engine:
             settings.n_threads,
             slots=settings.worker_slots,
             device=settings.worker_device or "cpu",
-            exact_ubatch=7 if settings.llamacpp_exact_batching else 0,
+            exact=settings.llamacpp_exact_batching,
         )
     if spec.engine == "ollama":
         from inferq.workers.ollama import OllamaEngine, ollama_name

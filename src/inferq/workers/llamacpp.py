@@ -24,8 +24,6 @@ from inferq.workers.engine import GeneratedToken, GenerationRequest, SamplingPar
 # Fixed prompt chunk: a prompt is always evaluated in the same pieces, whoever else is running.
 PROMPT_CHUNK = 256
 N_BATCH = 512
-# Largest decode batch that ggml computes with the same kernels as a single token (batching.py).
-EXACT_UBATCH = 7
 _TOP_K = 40
 _MIN_P = 0.05
 _PENALTY_LAST_N = 64
@@ -43,7 +41,7 @@ class LlamaCppEngine:
         n_threads: int | None,
         slots: int = 8,
         device: str = "cpu",
-        exact_ubatch: int = EXACT_UBATCH,
+        exact: bool = True,
     ):
         if slots < 1:
             raise ValueError("slots must be at least 1")
@@ -53,7 +51,7 @@ class LlamaCppEngine:
         self.slots = slots
         self.device = device
         self._path = path
-        self._exact_ubatch = exact_ubatch
+        self._exact = exact
         self._n_ctx_seq = n_ctx  # each sequence gets the model's full context
         self._n_threads = n_threads or os.cpu_count() or 1
         self._model: Any = None
@@ -66,6 +64,10 @@ class LlamaCppEngine:
         from llama_cpp._logger import set_verbose
 
         set_verbose(False)  # llama.cpp logs every context and graph detail to stderr
+        if self._exact:
+            # The tiled K-quant matmul takes over from 8 rows and sums differently from the
+            # one-row kernel (batching.py). ggml reads this once, at the process's first matmul.
+            os.environ["GGML_CPU_TILED_MM"] = "0"
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = -1 if self.device in _GPU_DEVICES else 0
         # Repacked weights switch kernels with the batch size; see batching.py.
@@ -80,7 +82,7 @@ class LlamaCppEngine:
             raise EngineError(f"llama.cpp could not create a context: {exc}") from exc
         self._ctx = self._context.ctx
         self._scheduler = BatchScheduler(
-            self._ctx, self._model.vocab, self.slots, N_BATCH, PROMPT_CHUNK, self._exact_ubatch
+            self._ctx, self._model.vocab, self.slots, N_BATCH, PROMPT_CHUNK
         )
         self._scheduler.start()
 
@@ -93,6 +95,10 @@ class LlamaCppEngine:
         # One KV stream per slot: a sequence's cells sit where they would if it ran alone.
         cparams.kv_unified = False
         cparams.swa_full = False
+        if self._exact:
+            # Flash attention splits one sequence's KV across threads once it holds 512 cells,
+            # but never a batch's: a long sequence alone would sum in another order.
+            cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         cparams.n_threads = self._n_threads
         cparams.n_threads_batch = self._n_threads
         cparams.no_perf = True
