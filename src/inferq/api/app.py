@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     setup_tracing("inferq-api")
     app = FastAPI(title="inferq", version=__version__, lifespan=lifespan)
     app.state.inferq = _build_state(settings)
-    app.state.embedder = Embedder() if settings.embeddings_enabled else None
+    app.state.embedder = Embedder(settings.model_dir) if settings.embeddings_enabled else None
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
