@@ -75,9 +75,9 @@ def _single(tokens: int, rounds: int) -> None:
         engine.append(_in_fresh_process("_engine", tokens))
         print(f"round {i + 1}: plain {plain[-1]:6.1f} tok/s, engine {engine[-1]:6.1f} tok/s")
     p, e = statistics.median(plain), statistics.median(engine)
-    print(
-        f"median: plain {p:.1f}, engine {e:.1f} tok/s; engine is {100 * (1 - e / p):.1f} % slower"
-    )
+    gap = 100 * (1 - e / p)
+    verdict = f"{gap:.1f} % slower" if gap >= 0 else f"{-gap:.1f} % faster"
+    print(f"median: plain {p:.1f}, engine {e:.1f} tok/s; the engine is {verdict}")
 
 
 def _in_fresh_process(mode: str, tokens: int) -> float:

@@ -68,8 +68,8 @@ class Settings(BaseSettings):
     llamacpp_exact_batching: bool = Field(
         default=True,
         description="Use only llama.cpp kernels that compute a sequence the same at any batch "
-        "size, so greedy output is bit-identical to running alone; False allows the faster "
-        "tiled matmul and flash attention, inexact in batches.",
+        "size, so greedy output is bit-identical to running alone; False allows the tiled "
+        "matmul (faster prompts) and an f16 KV cache, inexact in batches.",
     )
 
     # Reliability (docs/reliability.md): leases, requeues, retries through outages.

@@ -17,8 +17,8 @@ every number it depends on is computed by the same kernel in the same order eith
   kernels at 4 tokens per batch, and their sums differ in the last bits;
 - ggml's tiled K-quant matmul is off (`GGML_CPU_TILED_MM=0`): it takes over from 8 tokens
   per batch, and so does llamafile's tinyBLAS, which inferq's build leaves out;
-- flash attention is off: for one sequence with 512 or more KV cells it splits the cells
-  across threads and merges partial sums, which it never does for a batch of sequences.
+- the KV cache is bf16: with an f16 cache, flash attention splits the cells of one sequence
+  with 512 or more across threads and merges partial sums, which it never does for a batch.
 
 An ulp of difference is enough to flip a greedy choice a few tokens later. Outside exact mode
 the same scheduler runs with those kernels on: faster prompts, batches not bit-exact.

@@ -24,6 +24,7 @@ from inferq.workers.engine import GeneratedToken, GenerationRequest, SamplingPar
 # Fixed prompt chunk: a prompt is always evaluated in the same pieces, whoever else is running.
 PROMPT_CHUNK = 256
 N_BATCH = 512
+GGML_TYPE_BF16 = 30  # ggml.h's enum ggml_type; llama_cpp does not export it
 _TOP_K = 40
 _MIN_P = 0.05
 _PENALTY_LAST_N = 64
@@ -96,9 +97,13 @@ class LlamaCppEngine:
         cparams.kv_unified = False
         cparams.swa_full = False
         if self._exact:
-            # Flash attention splits one sequence's KV across threads once it holds 512 cells,
-            # but never a batch's: a long sequence alone would sum in another order.
-            cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            # With an f16 cache, flash attention splits one sequence's KV across threads once
+            # it holds 512 cells, but never a batch's: a long sequence alone would sum in
+            # another order. With bf16 (the model's own dtype, as vLLM keeps it) it takes one
+            # path for both; that was also faster through the stack than attention without
+            # flash (docs/benchmarks.md, "Continuous batching").
+            cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            cparams.type_k = cparams.type_v = GGML_TYPE_BF16
         cparams.n_threads = self._n_threads
         cparams.n_threads_batch = self._n_threads
         cparams.no_perf = True
