@@ -20,6 +20,10 @@ os.environ.update(
     HF_HUB_OFFLINE="1",
     # The webhook tests' receiver listens on 127.0.0.1 (tests/test_webhooks.py checks the guard).
     INFERQ_WEBHOOK_ALLOW_PRIVATE="true",
+    # ggml reads it once per process, at the first matmul: whichever test runs llama.cpp first
+    # (a plain `Llama` in the MLX tests, say) must not latch the tiled kernel on for the exact
+    # engines after it (inferq.workers.llamacpp sets the same in a worker).
+    GGML_CPU_TILED_MM="0",
 )
 os.environ.pop("INFERQ_BROKER_URL", None)
 # Tiers of the rate-limit tests (tests/test_limits.py) besides the defaults; windows of a

@@ -30,8 +30,8 @@ PROMPTS = [
     "The three laws of robotics are",
 ]
 N_TOKENS = 48
-# Prompts of more than 256 tokens: their KV views reach 512 cells, where flash attention would split
-# one sequence across threads but not a batch (4 of these 8 diverged with it on).
+# Prompts of more than 256 tokens: their KV views reach 512 cells, where flash attention over an
+# f16 cache splits one sequence across threads but not a batch (3 of these 8 diverged so).
 TOPICS = ["the Roman empire", "volcanoes", "the printing press", "honey bees",
           "jazz music", "the moon landing", "glaciers", "chess openings"]  # fmt: skip
 LONG_PROMPTS = [

@@ -67,7 +67,8 @@ class LlamaCppEngine:
         set_verbose(False)  # llama.cpp logs every context and graph detail to stderr
         if self._exact:
             # The tiled K-quant matmul takes over from 8 rows and sums differently from the
-            # one-row kernel (batching.py). ggml reads this once, at the process's first matmul.
+            # one-row kernel (batching.py). ggml reads this once, at the process's first matmul,
+            # so in a worker, where this engine is the first to run llama.cpp.
             os.environ["GGML_CPU_TILED_MM"] = "0"
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = -1 if self.device in _GPU_DEVICES else 0
