@@ -9,7 +9,6 @@ entries finished lately backs up any message lost while the subscription reconne
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -27,6 +26,7 @@ from inferq.background import cancel_task
 from inferq.cache.index import IndexedEntry, SemanticIndex
 from inferq.cache.models import CacheEntry
 from inferq.db.models import Job, JobStatus
+from inferq.queue.clients import close_pubsub
 from inferq.queue.names import CACHE_L2_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,7 @@ class IndexSync:
 
     async def stop(self) -> None:
         await cancel_task(self._task)
-        with contextlib.suppress(RedisError):
-            await self._pubsub.aclose()
+        await close_pubsub(self._pubsub)
 
     async def _load(self, query: Select[CacheEntry]) -> int:
         async with self._sessions() as session:

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from inferq.background import cancel_task
+from inferq.queue.clients import close_pubsub
 from inferq.queue.events import decode_event
 from inferq.queue.names import KEY_PREFIX, event_channel
 
@@ -42,8 +43,7 @@ class EventHub:
 
     async def stop(self) -> None:
         await cancel_task(self._task)
-        with contextlib.suppress(RedisError):
-            await self._pubsub.aclose()
+        await close_pubsub(self._pubsub)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, job_id: str) -> AsyncIterator[Subscriber]:
