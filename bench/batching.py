@@ -71,8 +71,8 @@ SINGLE_PROMPT = "The three most important inventions of the twentieth century ar
 def _single(tokens: int, rounds: int) -> None:
     plain, engine = [], []
     for i in range(rounds):
-        plain.append(_in_fresh_process("_plain", tokens))
-        engine.append(_in_fresh_process("_engine", tokens))
+        plain.append(float(_in_fresh_process("_plain", tokens)))
+        engine.append(float(_in_fresh_process("_engine", tokens)))
         print(f"round {i + 1}: plain {plain[-1]:6.1f} tok/s, engine {engine[-1]:6.1f} tok/s")
     p, e = statistics.median(plain), statistics.median(engine)
     gap = 100 * (1 - e / p)
@@ -80,10 +80,11 @@ def _single(tokens: int, rounds: int) -> None:
     print(f"median: plain {p:.1f}, engine {e:.1f} tok/s; the engine is {verdict}")
 
 
-def _in_fresh_process(mode: str, tokens: int) -> float:
+def _in_fresh_process(mode: str, tokens: int) -> str:
+    """What this script prints in `mode`, run in a process of its own."""
     command = [sys.executable, __file__, mode, "--tokens", str(tokens)]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
-    return float(done.stdout.split()[-1])
+    return done.stdout.strip()
 
 
 def _plain_single(tokens: int) -> float:
@@ -166,10 +167,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="single: rounds")
     args = parser.parse_args()
     if args.mode == "engine":
-        print(f"plain Llama.generate decode: {_in_fresh_process('_plain', args.tokens):7.1f} tok/s")
+        plain = float(_in_fresh_process("_plain", args.tokens))
+        print(f"plain Llama.generate decode: {plain:7.1f} tok/s")
         for mode in ("_exact", "_inexact"):
-            command = [sys.executable, __file__, mode, "--tokens", str(args.tokens)]
-            subprocess.run(command, check=True)
+            print(_in_fresh_process(mode, args.tokens))
     elif args.mode in ("_exact", "_inexact"):
         _engine_rounds(args.tokens, exact=args.mode == "_exact")
     elif args.mode == "single":

@@ -193,7 +193,7 @@ async def main() -> None:
     client = aioredis.Redis.from_url(settings.redis_url)
     cache = CacheService(settings, client, make_sessionmaker(db_engine))
     await l1_parts(cache, client, min(args.n, 500))
-    embedder = Embedder()
+    embedder = Embedder(settings.model_dir)
     await embedder.wait_ready()
     await cache.start(embedder)
     await l2(cache, args.entries, min(args.n, 300))

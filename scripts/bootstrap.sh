@@ -10,8 +10,8 @@ if [[ ! -x $VENV/bin/python ]]; then
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --upgrade pip wheel
 fi
-# torch first, pinned: anything later that pulls torch (inferq itself, to export the embedder) must find this
-# local CPU build instead of fetching a multi-GB CUDA one.
+# torch first, pinned: anything later that pulls torch (inferq itself, which exports the
+# embedder with it) must find this local CPU build instead of fetching a multi-GB CUDA one.
 if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
   echo "==> installing torch==2.13.0 (CPU build)"
   "$VENV/bin/pip" install --progress-bar on torch==2.13.0

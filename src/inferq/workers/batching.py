@@ -16,7 +16,8 @@ every number it depends on is computed by the same kernel in the same order eith
 - weight repacking is off (`use_extra_bufts=False`): repacked Q4_K switches from gemv to gemm
   kernels at 4 tokens per batch, and their sums differ in the last bits;
 - ggml's tiled K-quant matmul is off (`GGML_CPU_TILED_MM=0`): it takes over from 8 tokens
-  per batch, and so does llamafile's tinyBLAS, which inferq's build leaves out;
+  per batch; llamafile's tinyBLAS, which also changes kernels with the batch, is left out of
+  inferq's build (scripts/bootstrap.sh);
 - the KV cache is bf16: with an f16 cache, flash attention splits the cells of one sequence
   with 512 or more across threads and merges partial sums, which it never does for a batch.
 
