@@ -2,6 +2,7 @@
 
     python bench/batching.py engine            # the engine in-process, plus a plain Llama loop
     python bench/batching.py single            # one sequence: engine against plain loop
+    python bench/batching.py churn             # closed loop: 1 then 8 clients, jobs back to back
     python bench/batching.py stack --url URL   # through a running API + llama.cpp worker
 
 `single` alternates a plain single-sequence `Llama.generate` loop and the batching engine (8
@@ -62,6 +63,46 @@ def _engine_rounds(tokens: int, exact: bool) -> None:
             print(f"engine exact={exact} n={n}: {sum(counts) / wall:7.1f} tok/s aggregate")
     finally:
         engine.unload()
+
+
+def _churn(tokens: int, seconds: float) -> None:
+    """1, then 8 clients, each submitting its next job as soon as its last ends, for `seconds`.
+
+    Jobs of unequal lengths end at different steps, so slots free up and fill in any order, as
+    they do behind a worker (the `engine` mode starts all jobs at once, in slot order).
+    """
+    from inferq.workers.engine import GenerationRequest, SamplingParams
+    from inferq.workers.llamacpp import LlamaCppEngine
+
+    engine = LlamaCppEngine("gemma-3-270m", MODEL, 2048, None, slots=8)
+    engine.load()
+    rates = {}
+    try:
+        for n in (1, 8):
+            counts = [0] * n
+            deadline = time.perf_counter() + seconds
+
+            def client(i: int, counts: list[int] = counts, deadline: float = deadline) -> None:
+                j = 0
+                while time.perf_counter() < deadline:
+                    length = tokens // 2 + (7 * (i + j)) % (tokens // 2)
+                    params = SamplingParams(max_tokens=length, temperature=0)
+                    prompt = PROMPTS[(i + j) % len(PROMPTS)]
+                    for _ in engine.generate(GenerationRequest(prompt, params)):
+                        counts[i] += 1
+                    j += 1
+
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            rates[n] = sum(counts) / (time.perf_counter() - start)
+            print(f"churn n={n}: {rates[n]:7.1f} tok/s aggregate")
+    finally:
+        engine.unload()
+    print(f"8 clients / 1 client: {rates[8] / rates[1]:.2f}x")
 
 
 # Long enough that greedy decoding runs all `tokens` without reaching an end of sequence.
@@ -160,11 +201,12 @@ async def _wait(client: object, job_id: str) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     # The modes with a "_" run in a fresh process that `engine` or `single` starts for them.
-    modes = ["engine", "single", "stack", "_plain", "_engine", "_exact", "_inexact"]
+    modes = ["engine", "single", "churn", "stack", "_plain", "_engine", "_exact", "_inexact"]
     parser.add_argument("mode", choices=modes)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5, help="single: rounds")
+    parser.add_argument("--seconds", type=float, default=20, help="churn: seconds per level")
     args = parser.parse_args()
     if args.mode == "engine":
         plain = float(_in_fresh_process("_plain", args.tokens))
@@ -173,6 +215,8 @@ def main() -> None:
             print(_in_fresh_process(mode, args.tokens))
     elif args.mode in ("_exact", "_inexact"):
         _engine_rounds(args.tokens, exact=args.mode == "_exact")
+    elif args.mode == "churn":
+        _churn(args.tokens, args.seconds)
     elif args.mode == "single":
         _single(args.tokens, args.rounds)
     elif args.mode == "_plain":

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import llama_cpp
 import pytest
 
 from inferq.catalog import BUNDLED_MODEL, resolve_model
@@ -92,6 +93,44 @@ def test_long_sequences_batched_equal_their_solo_runs(engine: LlamaCppEngine) ->
     solo = [_run(engine, **job) for job in jobs]  # type: ignore[arg-type]
     assert all(len(tokens) == 32 for tokens in solo)
     assert _concurrently(engine, jobs) == solo
+
+
+def test_churning_slots_decode_in_slot_order_and_equal_solo(
+    engine: LlamaCppEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs of unequal lengths, two after each other per client: slots free and refill out of
+    order. Each decode batch must list its sequences by slot (llama.cpp splits a batch at every
+    break in the seq ids, one more pass over the weights each), and each job equal its solo run.
+    """
+    lengths = [[6, 30], [24, 8], [12, 20], [30, 4], [4, 24], [18, 12], [8, 16], [26, 6]]
+    solo = [[_run(engine, PROMPTS[i], n, temperature=0) for n in pair] for i, pair in
+            enumerate(lengths)]  # fmt: skip
+    batches: list[list[int]] = []
+    decode = llama_cpp.llama_decode
+
+    def recording_decode(ctx: object, batch: llama_cpp.llama_batch) -> int:
+        batches.append([batch.seq_id[i][0] for i in range(batch.n_tokens)])
+        return int(decode(ctx, batch))
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", recording_decode)
+    results: list[list[list[int]]] = [[] for _ in lengths]
+    start = threading.Barrier(len(lengths))
+
+    def client(i: int) -> None:
+        start.wait()
+        results[i] = [_run(engine, PROMPTS[i], n, temperature=0) for n in lengths[i]]
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(lengths))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert results == solo
+    decodes = [ids for ids in batches if len(set(ids)) > 1]
+    assert decodes, "no step decoded several sequences"
+    assert all(ids == sorted(ids) for ids in decodes)
+    # The load did churn: some step ran a set of slots other than the first k.
+    assert any(ids != list(range(len(ids))) for ids in decodes)
 
 
 def test_cancelling_one_sequence_leaves_the_others_equal_to_solo(

@@ -231,7 +231,12 @@ class BatchScheduler:
 
     def _decode_step(self) -> None:
         """One token for every generating sequence, in one multi-sequence batch."""
-        running = [s for s in self._active.values() if not s.prefilling and s.pending >= 0]
+        # In slot order: with one KV stream per slot llama.cpp splits a batch into ubatches of
+        # consecutive, increasing seq ids, and every ubatch is another pass over the weights.
+        running = sorted(
+            (s for s in self._active.values() if not s.prefilling and s.pending >= 0),
+            key=lambda s: s.slot,
+        )
         if not running:
             return
         for i, seq in enumerate(running):
