@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from inferq.cache.index import IndexedEntry, SemanticIndex
 from inferq.cache.keys import build_scope
 from inferq.cache.policy import policy_of
 from inferq.errors import InvalidValue
+from inferq.queue.events import decode_event, dump_event
 from inferq.settings import Settings
 
 PARAMS = {"max_tokens": 8, "temperature": 0.0, "top_p": 0.95, "stop": None, "seed": 1}
@@ -127,3 +130,12 @@ def test_index_removal_tombstones_then_compacts() -> None:
     for i in range(60, 100):
         found = index.search(key, _unit(i), 0.9)
         assert found is not None and found.entry.id == f"e{i}"
+
+
+@pytest.mark.parametrize(
+    "text", ["plain", 'quote " and \\ back', "line\nbreak\ttab\x00\x1f", "é ñ 中文 🎉", ""]
+)
+def test_a_token_event_is_written_as_json_dumps_writes_it(text: str) -> None:
+    event = {"seq": 12, "type": "token", "text": text}
+    assert dump_event(event) == json.dumps(event, separators=(",", ":"))
+    assert decode_event(dump_event(event)) == event

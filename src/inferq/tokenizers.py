@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -12,7 +12,9 @@ from inferq.chat_templates import template_for
 from inferq.errors import InvalidRequest
 
 
-class Tokenizer(Protocol):
+class Tokenizer(Hashable, Protocol):
+    """Hashable by identity: token counts are memoized per tokenizer (job_service)."""
+
     def encode(self, text: str) -> list[int]: ...
 
     def render_chat(self, messages: Sequence[dict[str, Any]]) -> str: ...

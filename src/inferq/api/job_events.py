@@ -7,6 +7,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from inferq.cache.service import answered_events
 from inferq.db.models import Job, JobStatus
 from inferq.queue.events import is_final
 from inferq.queue.hub import EventHub
@@ -21,6 +22,10 @@ async def job_events(
     A finished job is read once: from its log when the log is whole (a cache hit's answer, a
     late reader), with no live subscription; from its row when the log has expired.
     """
+    if (answered := answered_events(job)) is not None:
+        for event in answered[start:]:
+            yield event
+        return
     job_id = str(job.id)
     if JobStatus(job.status).is_final:
         logged = await read_log(client, job_id, 0)

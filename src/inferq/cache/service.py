@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,13 +33,22 @@ from inferq.cache.tenancy import current_tenant, model_version
 from inferq.catalog import ModelSpec
 from inferq.db.models import Job, JobStatus
 from inferq.metrics import CACHE_LOOKUPS
-from inferq.queue.events import encode_event
+from inferq.queue.events import dump_event
 from inferq.queue.names import event_log_key
 from inferq.settings import Settings
 
 log = logging.getLogger(__name__)
 
 HEADER = "x-inferq-cache"
+
+# A hit's replay log, with its TTL, in one atomic command (RPUSH in slices: Lua's unpack has
+# a stack limit, and an answer can have thousands of pieces).
+_REPLAY = """
+for i = 2, #ARGV, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+"""
 
 
 @dataclass
@@ -78,7 +88,7 @@ class CacheService:
         self.sync = IndexSync(client, sessions, self.index, settings.cache_resync_s)
         self.sessions = sessions
         self.store = CacheStore(client, sessions, self.index)
-        self._redis = client
+        self._replay = client.register_script(_REPLAY)
 
     async def start(self, embedder: TextEmbedder | None) -> None:
         """Build the L2 index and follow its changes; L2 stays off without an embedder."""
@@ -181,17 +191,33 @@ class CacheService:
         job.params = {**job.params, "cache": fill}
 
     async def replay(self, job: Job, lookup: CacheLookup) -> None:
-        """Write a hit's events (tokens, then `end`) into its replay log, in one pipeline."""
+        """Write a hit's events (tokens, then `end`) into its replay log, in one pipeline.
+
+        The request that asked reads them from memory (`answered_events`); the log serves
+        whoever reads the job's events later.
+        """
         pieces = lookup.answer.pieces if lookup.answer is not None else []
-        events = [encode_event(seq, "token", {"text": text}) for seq, text in enumerate(pieces)]
+        events: list[dict[str, Any]] = [
+            {"seq": seq, "type": "token", "text": text} for seq, text in enumerate(pieces)
+        ]
         end = {"finish_reason": job.finish_reason, "usage": job.usage, "timings": job.timings}
         end["cache"] = job.cache  # the one difference from a generated end: surfaces show it
-        events.append(encode_event(len(events), "end", end))
-        key = event_log_key(str(job.id))
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, *events)
-            pipe.expire(key, self.settings.event_log_ttl_s)
-            await pipe.execute()
+        events.append({"seq": len(events), "type": "end", **end})
+        encoded = [dump_event(event) for event in events]
+        await self._replay(
+            keys=[event_log_key(str(job.id))], args=[self.settings.event_log_ttl_s, *encoded]
+        )
+        _answered[job] = events
+
+
+# A hit's events by the job object its request holds: that request streams or collects them
+# without reading back the log it has just written (a fifth of a hit's CPU went to that).
+_answered: weakref.WeakKeyDictionary[Job, list[dict[str, Any]]] = weakref.WeakKeyDictionary()
+
+
+def answered_events(job: Job) -> list[dict[str, Any]] | None:
+    """The events of a hit this process answered as `job`, else None."""
+    return _answered.get(job)
 
 
 def _complete_with(job: Job, answer: CachedAnswer, started: float) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, Literal
 
 EventType = Literal["token", "end", "error", "restart"]
@@ -21,8 +22,17 @@ FINAL_EVENT_TYPES = frozenset({"end", "error"})
 
 
 def encode_event(seq: int, event_type: EventType, fields: dict[str, Any]) -> str:
-    # seq must stay the first key: the Lua scripts of the publisher read it by pattern.
-    return json.dumps({"seq": seq, "type": event_type, **fields}, separators=(",", ":"))
+    return dump_event({"seq": seq, "type": event_type, **fields})
+
+
+def dump_event(event: dict[str, Any]) -> str:
+    """An event as the log holds it; `seq` must be its first key (the publisher's Lua scripts
+    read it by pattern)."""
+    if event["type"] == "token" and len(event) == 3:
+        # What json.dumps gives for this dict, without its encoder's Python layers: a cache
+        # hit writes one per piece of its answer.
+        return f'{{"seq":{event["seq"]},"type":"token","text":{_quote(event["text"])}}}'
+    return json.dumps(event, separators=(",", ":"))
 
 
 def decode_event(raw: str | bytes) -> dict[str, Any]:
