@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from inferq.api.job_events import job_events
 from inferq.api.shutdown import shutdown_signal
-from inferq.db.models import Job
+from inferq.db.models import Job, JobStatus
 from inferq.queue.hub import EventHub
 
 
@@ -58,5 +58,11 @@ async def job_event_stream(
     client: aioredis.Redis, hub: EventHub, job: Job, start: int
 ) -> AsyncIterator[bytes]:
     """Every event of the job from seq `start`, replayed then live, as SSE frames."""
-    async for event in job_events(client, hub, job, start):
+    events = job_events(client, hub, job, start)
+    if JobStatus(job.status).is_final:
+        # Every event is there already (a cache hit, a late reader): one write, not one per
+        # token, each with its task and wakeup in the response's keepalive loop.
+        yield b"".join([sse_frame(event) async for event in events])
+        return
+    async for event in events:
         yield sse_frame(event)
