@@ -1,0 +1,89 @@
+"""Raw multi-sequence decoding in llama.cpp, no inferq: what batching can give on this machine.
+
+    python bench/raw_batch.py                  # llama.cpp's defaults: repacked weights, tiled matmul
+    python bench/raw_batch.py --exact          # the kernels of inferq's exact mode
+
+Each of 1, 2, 4, 8 sequences reads a one-token prompt, then every step decodes one token for
+each of them in a single `llama_decode` (greedy, the argmax of the logits), `--steps` steps.
+Prints tokens/s per level and the 8 / 1 ratio. Each level runs in a fresh process, as ggml
+reads `GGML_CPU_TILED_MM` once per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MODEL = Path.home() / ".cache" / "inferq" / "models" / "gemma-3-270m-q4_k_m.gguf"
+GGML_TYPE_BF16 = 30
+
+
+def _level(n: int, steps: int, exact: bool) -> float:
+    if exact:
+        os.environ["GGML_CPU_TILED_MM"] = "0"
+    import llama_cpp
+    import numpy as np
+
+    llama_cpp.llama_backend_init()
+    mparams = llama_cpp.llama_model_default_params()
+    mparams.use_extra_bufts = not exact
+    model = llama_cpp.llama_model_load_from_file(str(MODEL).encode(), mparams)
+    cparams = llama_cpp.llama_context_default_params()
+    cparams.n_ctx = 1024 * n
+    cparams.n_batch = cparams.n_ubatch = 512
+    cparams.n_seq_max = n
+    cparams.kv_unified = not exact
+    cparams.n_threads = cparams.n_threads_batch = os.cpu_count() or 1
+    if exact:
+        cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        cparams.type_k = cparams.type_v = GGML_TYPE_BF16
+    ctx = llama_cpp.llama_init_from_model(model, cparams)
+    vocab = llama_cpp.llama_model_get_vocab(model)
+    n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+    batch = llama_cpp.llama_batch_init(max(n, 8), 0, 1)
+    tokens = [llama_cpp.llama_vocab_bos(vocab)] * n
+    start = 0.0
+    for step in range(steps + 1):
+        if step == 1:
+            start = time.perf_counter()  # the first step reads the prompts
+        for i in range(n):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = tokens[i], step, 1
+            batch.seq_id[i][0], batch.logits[i] = i, True
+        batch.n_tokens = n
+        if llama_cpp.llama_decode(ctx, batch) != 0:
+            raise RuntimeError("llama_decode failed")
+        for i in range(n):
+            logits = llama_cpp.llama_get_logits_ith(ctx, i)
+            tokens[i] = int(np.argmax(np.ctypeslib.as_array(logits, shape=(n_vocab,))))
+    rate = n * steps / (time.perf_counter() - start)
+    llama_cpp.llama_batch_free(batch)
+    llama_cpp.llama_free(ctx)
+    llama_cpp.llama_model_free(model)
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--exact", action="store_true")
+    parser.add_argument("--steps", type=int, default=96)
+    parser.add_argument("--level", type=int, help=argparse.SUPPRESS)  # one level, in-process
+    args = parser.parse_args()
+    if args.level:
+        print(f"{_level(args.level, args.steps, args.exact):.2f}")
+        return
+    rates = {}
+    for n in (1, 2, 4, 8):
+        command = [sys.executable, __file__, "--level", str(n), "--steps", str(args.steps)]
+        command += ["--exact"] if args.exact else []
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+        rates[n] = float(done.stdout.strip().splitlines()[-1])
+        print(f"{'exact' if args.exact else 'default'} n={n}: {rates[n]:7.1f} tok/s", flush=True)
+    print(f"8 / 1: {rates[8] / rates[1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
