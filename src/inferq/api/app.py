@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -76,6 +77,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     registry = model_registry(state.settings, state.redis, state.sessions)
     watcher = BreakerWatcher(state.settings, state.redis, state.sessions, registry.breakers)
     await watcher.start()
+    # What exists now lives as long as the process (about 155,000 objects: the modules, the
+    # L2 index): out of the collector's full passes, which took 80-150 ms each on this CPU,
+    # six times in a 40 s L1 storm, and now take about 18.
+    gc.collect()
+    gc.freeze()
     log.info("api started", extra={"version": __version__})
     try:
         yield
