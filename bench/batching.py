@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 PROMPTS = [
@@ -53,16 +54,21 @@ def _engine_rounds(tokens: int, exact: bool) -> None:
                 for _ in engine.generate(GenerationRequest(PROMPTS[i], params)):
                     counts[i] += 1
 
-            threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
-            start = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - start
+            wall = _in_threads(n, work)
             print(f"engine exact={exact} n={n}: {sum(counts) / wall:7.1f} tok/s aggregate")
     finally:
         engine.unload()
+
+
+def _in_threads(n: int, work: Callable[[int], None]) -> float:
+    """Run `work(0)` ... `work(n - 1)` in threads at once; the seconds until all are done."""
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start
 
 
 def _churn(tokens: int, seconds: float) -> None:
@@ -92,13 +98,8 @@ def _churn(tokens: int, seconds: float) -> None:
                         counts[i] += 1
                     j += 1
 
-            threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
-            start = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            rates[n] = sum(counts) / (time.perf_counter() - start)
+            wall = _in_threads(n, client)
+            rates[n] = sum(counts) / wall
             print(f"churn n={n}: {rates[n]:7.1f} tok/s aggregate")
     finally:
         engine.unload()

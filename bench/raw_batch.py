@@ -1,7 +1,7 @@
 """Raw multi-sequence decoding in llama.cpp, no inferq: what batching can give on this machine.
 
-    python bench/raw_batch.py                  # llama.cpp's defaults: repacked weights, tiled matmul
-    python bench/raw_batch.py --exact          # the kernels of inferq's exact mode
+    python bench/raw_batch.py           # llama.cpp's defaults: repacked weights, tiled matmul
+    python bench/raw_batch.py --exact   # the kernels of inferq's exact mode
 
 Each of 1, 2, 4, 8 sequences reads a one-token prompt, then every step decodes one token for
 each of them in a single `llama_decode` (greedy, the argmax of the logits), `--steps` steps.
