@@ -16,13 +16,17 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from inferq.cache.exact import CachedAnswer
 from inferq.cache.fill import fill_cache
-from inferq.cache.service import CacheLookup, CacheService
+from inferq.cache.policy import policy_of
+from inferq.cache.service import CacheLookup, CacheService, answered_events
 from inferq.cache.tenancy import tenant_var
 from inferq.catalog import resolve_model
 from inferq.db.models import Job, JobStatus
 from inferq.db.session import make_engine, make_sessionmaker
 from inferq.embeddings import Embedder
+from inferq.queue.events import decode_event
+from inferq.queue.names import event_log_key
 from inferq.settings import get_settings
 
 PARAMS: dict[str, Any] = {"max_tokens": 6, "temperature": 0.0, "top_p": 0.95, "stop": None}
@@ -133,3 +137,21 @@ async def test_purge_by_model_within_a_tenant(service: CacheService) -> None:
     assert (await service.store.purge(tenant, "echo")) == {"exact": 1, "semantic": 1}
     assert service.index.count(tenant) == 0
     assert not (await _lookup(service, tenant, "purge this question please")).hit
+
+
+async def test_a_long_hit_replays_every_piece_in_order_with_its_ttl(service: CacheService) -> None:
+    # More pieces than the replay script pushes at once (Lua's unpack has a stack limit).
+    pieces = [f"piece {i} " for i in range(9000)]
+    answer = CachedAnswer(pieces, "length", {"completion_tokens": 9000}, source_job="src")
+    policy = policy_of(service.settings, None, None, None)
+    lookup = CacheLookup(policy, None, answer=answer, marker="hit-exact")
+    job = Job(id=uuid.uuid4(), prompt_tokens=3, cache="hit-exact", finish_reason="length")
+    job.usage = {"prompt_tokens": 3, "completion_tokens": 9000, "total_tokens": 9003}
+    await service.replay(job, lookup)
+    key = event_log_key(str(job.id))
+    client = redis.Redis.from_url(service.settings.redis_url)
+    logged = [decode_event(raw) for raw in client.lrange(key, 0, -1)]
+    assert logged == answered_events(job)
+    assert [e["text"] for e in logged[:-1]] == pieces
+    assert logged[-1]["type"] == "end" and logged[-1]["cache"] == "hit-exact"
+    assert 0 < client.ttl(key) <= service.settings.event_log_ttl_s

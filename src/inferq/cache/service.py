@@ -191,7 +191,7 @@ class CacheService:
         job.params = {**job.params, "cache": fill}
 
     async def replay(self, job: Job, lookup: CacheLookup) -> None:
-        """Write a hit's events (tokens, then `end`) into its replay log, in one pipeline.
+        """Write a hit's events (tokens, then `end`) into its replay log, in one script.
 
         The request that asked reads them from memory (`answered_events`); the log serves
         whoever reads the job's events later.
