@@ -193,7 +193,9 @@ async def test_reconciler_fails_a_job_after_max_attempts_with_worker_lost(
     assert job_id in report.failed
     row = await db.fetchrow("SELECT status, error FROM jobs WHERE id = $1::uuid", job_id)
     assert row["status"] == "failed" and json.loads(row["error"])["code"] == "worker_lost"
-    await asyncio.sleep(0.2)  # the error event is written from a thread
+    async with asyncio.timeout(5):  # the error event is written from a thread
+        while not sync_redis.exists(event_log_key(job_id)):
+            await asyncio.sleep(0.02)
     (event,) = map(json.loads, sync_redis.lrange(event_log_key(job_id), 0, -1))
     assert event["type"] == "error" and event["error"]["code"] == "worker_lost"
     assert event["seq"] == attempt_seq_floor(3, 10)
