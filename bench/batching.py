@@ -26,6 +26,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from inferq.catalog import BUNDLED_MODEL, resolve_model
+from inferq.settings import get_settings
+
 PROMPTS = [
     "Once upon a time",
     "The history of the Roman empire",
@@ -36,7 +39,8 @@ PROMPTS = [
     "Water boils at",
     "The three laws of robotics are",
 ]
-MODEL = Path.home() / ".cache" / "inferq" / "models" / "gemma-3-270m-q4_k_m.gguf"
+# The bundled model where `inferq models assemble` put it (INFERQ_MODEL_DIR).
+MODEL = Path(str(resolve_model(get_settings(), BUNDLED_MODEL).path))
 
 
 def _engine_rounds(tokens: int, exact: bool) -> None:

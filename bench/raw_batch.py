@@ -18,8 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-MODEL = Path.home() / ".cache" / "inferq" / "models" / "gemma-3-270m-q4_k_m.gguf"
-GGML_TYPE_BF16 = 30
+from inferq.catalog import BUNDLED_MODEL, resolve_model
+from inferq.settings import get_settings
+
+# The bundled model where `inferq models assemble` put it (INFERQ_MODEL_DIR).
+MODEL = Path(str(resolve_model(get_settings(), BUNDLED_MODEL).path))
 
 
 def _level(n: int, steps: int, exact: bool) -> float:
@@ -27,6 +30,8 @@ def _level(n: int, steps: int, exact: bool) -> float:
         os.environ["GGML_CPU_TILED_MM"] = "0"
     import llama_cpp
     import numpy as np
+
+    from inferq.workers.llamacpp import GGML_TYPE_BF16
 
     llama_cpp.llama_backend_init()
     mparams = llama_cpp.llama_model_default_params()

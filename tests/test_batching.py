@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import llama_cpp
@@ -19,6 +21,7 @@ from inferq.workers.llamacpp import LlamaCppEngine
 from tests.conftest import submit, wait_final
 
 pytestmark = pytest.mark.slow
+T = TypeVar("T")
 
 PROMPTS = [
     "The capital of France is",
@@ -62,20 +65,26 @@ def _run(
     return [t.id for t in engine.generate(GenerationRequest(prompt, sampling))]
 
 
-def _concurrently(engine: LlamaCppEngine, jobs: list[dict[str, object]]) -> list[list[int]]:
-    results: list[list[int]] = [[] for _ in jobs]
-    start = threading.Barrier(len(jobs))
+def _together(works: list[Callable[[], T]]) -> list[T]:
+    """Run each function in a thread of its own, all released at once; their results."""
+    results: list[T | None] = [None] * len(works)
+    start = threading.Barrier(len(works))
 
-    def work(i: int) -> None:
+    def run(i: int) -> None:
         start.wait()
-        results[i] = _run(engine, **jobs[i])  # type: ignore[arg-type]
+        results[i] = works[i]()
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(works))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=600)
-    return results
+    assert all(result is not None for result in results), "a thread failed or hung"
+    return [result for result in results if result is not None]
+
+
+def _concurrently(engine: LlamaCppEngine, jobs: list[dict[str, object]]) -> list[list[int]]:
+    return _together([functools.partial(_run, engine, **job) for job in jobs])  # type: ignore[arg-type]
 
 
 def test_eight_concurrent_greedy_jobs_equal_their_solo_runs(engine: LlamaCppEngine) -> None:
@@ -95,6 +104,11 @@ def test_long_sequences_batched_equal_their_solo_runs(engine: LlamaCppEngine) ->
     assert _concurrently(engine, jobs) == solo
 
 
+def _run_each(engine: LlamaCppEngine, prompt: str, lengths: list[int]) -> list[list[int]]:
+    """One client: a greedy job of each length, one after the other."""
+    return [_run(engine, prompt, n, temperature=0) for n in lengths]
+
+
 def test_churning_slots_decode_in_slot_order_and_equal_solo(
     engine: LlamaCppEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -103,8 +117,7 @@ def test_churning_slots_decode_in_slot_order_and_equal_solo(
     break in the seq ids, one more pass over the weights each), and each job equal its solo run.
     """
     lengths = [[6, 30], [24, 8], [12, 20], [30, 4], [4, 24], [18, 12], [8, 16], [26, 6]]
-    solo = [[_run(engine, PROMPTS[i], n, temperature=0) for n in pair] for i, pair in
-            enumerate(lengths)]  # fmt: skip
+    solo = [_run_each(engine, PROMPTS[i], pair) for i, pair in enumerate(lengths)]
     batches: list[list[int]] = []
     decode = llama_cpp.llama_decode
 
@@ -113,18 +126,9 @@ def test_churning_slots_decode_in_slot_order_and_equal_solo(
         return int(decode(ctx, batch))
 
     monkeypatch.setattr(llama_cpp, "llama_decode", recording_decode)
-    results: list[list[list[int]]] = [[] for _ in lengths]
-    start = threading.Barrier(len(lengths))
-
-    def client(i: int) -> None:
-        start.wait()
-        results[i] = [_run(engine, PROMPTS[i], n, temperature=0) for n in lengths[i]]
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(lengths))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=600)
+    results = _together(
+        [functools.partial(_run_each, engine, PROMPTS[i], pair) for i, pair in enumerate(lengths)]
+    )
     assert results == solo
     decodes = [ids for ids in batches if len(set(ids)) > 1]
     assert decodes, "no step decoded several sequences"
@@ -138,25 +142,14 @@ def test_cancelling_one_sequence_leaves_the_others_equal_to_solo(
 ) -> None:
     prompts = PROMPTS[:4]
     solo = [_run(engine, p, temperature=0) for p in prompts]
-    results: list[list[int]] = [[] for _ in prompts]
-    start = threading.Barrier(len(prompts))
 
-    def victim() -> None:
-        start.wait()
+    def victim() -> list[int]:
         sampling = SamplingParams(max_tokens=N_TOKENS, temperature=0)
         with contextlib.closing(engine.generate(GenerationRequest(prompts[0], sampling))) as gen:
-            results[0] = [next(gen).id, next(gen).id]  # then closed mid-generation
+            return [next(gen).id, next(gen).id]  # then closed mid-generation
 
-    def other(i: int) -> None:
-        start.wait()
-        results[i] = _run(engine, prompts[i], temperature=0)
-
-    threads = [threading.Thread(target=victim)]
-    threads += [threading.Thread(target=other, args=(i,)) for i in range(1, len(prompts))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=600)
+    others = [functools.partial(_run, engine, p, temperature=0) for p in prompts[1:]]
+    results = _together([victim, *others])
     assert results[0] == solo[0][:2]
     assert results[1:] == solo[1:]
     assert engine.kv_usage()["kv_used"] == 0 and engine.kv_cells_in_llama() == 0
