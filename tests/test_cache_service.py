@@ -59,10 +59,15 @@ async def _lookup(cache: CacheService, tenant: str, prompt: str) -> CacheLookup:
         tenant_var.reset(token)
 
 
-async def _answer(cache: CacheService, tenant: str, prompt: str, text: str) -> None:
-    """What submit_job and the worker do for a miss that completes with `text`."""
+async def _answer(
+    cache: CacheService, tenant: str, prompt: str, text: str, *, fill_first: bool = False
+) -> None:
+    """What submit_job and the worker do for a miss that completes with `text`.
+
+    `fill_first`: the worker fills the answer before the API has written the L2 row.
+    """
     lookup = await _lookup(cache, tenant, prompt)
-    assert not lookup.hit and lookup.vector is not None
+    assert not lookup.hit and (lookup.vector is not None or lookup.defer_vector)
     job = Job(
         id=uuid.uuid4(),
         created_at=datetime.now(UTC),
@@ -82,7 +87,12 @@ async def _answer(cache: CacheService, tenant: str, prompt: str, text: str) -> N
         values["usage"] = {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}
         job.status, job.output, job.finish_reason = "completed", text, "stop"
         await session.commit()
+    later = cache.store_entry_later(lookup, job)  # as submit_job does once the job is queued
+    if later is not None and not fill_first:
+        await later
     fill_cache(redis.Redis.from_url(cache.settings.redis_url), job, values, [text])
+    if later is not None:
+        await later
 
 
 async def test_two_tenants_through_the_service(service: CacheService) -> None:
@@ -105,6 +115,24 @@ async def test_two_tenants_through_the_service(service: CacheService) -> None:
     await _answer(service, b, QUESTION, "B's own answer")
     again = await _lookup(service, a, QUESTION)
     assert again.answer is not None and again.answer.text == canary
+
+
+@pytest.mark.parametrize("fill_first", [False, True], ids=["row-first", "fill-first"])
+async def test_a_first_miss_writes_its_entry_after_queueing(
+    service: CacheService, fill_first: bool
+) -> None:
+    """An empty partition has nothing to match: the miss does not wait for its embedding,
+    and its L2 row still gets indexed whichever of the row and the fill comes first."""
+    tenant = f"later-{uuid.uuid4().hex[:6]}"
+    first = await _lookup(service, tenant, QUESTION)
+    assert first.defer_vector and first.vector is None and first.marker == "miss"
+    await _answer(service, tenant, QUESTION, f"CANARY-{tenant}", fill_first=fill_first)
+    async with asyncio.timeout(5):
+        while service.index.count(tenant) < 1:
+            await asyncio.sleep(0.01)
+    paraphrase = await _lookup(service, tenant, PARAPHRASE)  # now the partition has an entry
+    assert not paraphrase.defer_vector and paraphrase.answer is not None
+    assert paraphrase.answer.text == f"CANARY-{tenant}"
 
 
 def test_per_tenant_bound_evicts_the_oldest(settings_env: None) -> None:

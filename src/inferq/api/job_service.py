@@ -182,6 +182,7 @@ async def submit_job(
             await admission.settle_job(state, job)
         return job
     await _enqueue(state, session, job)
+    state.cache.store_entry_later(cached, job)
     return job
 
 

@@ -93,6 +93,11 @@ class SemanticIndex:
     def __contains__(self, entry_id: str) -> bool:
         return entry_id in self._ids
 
+    def has(self, key: PartitionKey) -> bool:
+        """True when the partition holds a live entry (else a search cannot match)."""
+        partition = self._partitions.get(key)
+        return partition is not None and partition.live > 0
+
     def add(self, key: PartitionKey, entry: IndexedEntry, vector: Vector) -> bool:
         if entry.id in self._ids:
             return False
