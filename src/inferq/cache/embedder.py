@@ -28,9 +28,7 @@ class TextEmbedder(Protocol):
 
     async def count_tokens(self, texts: list[str]) -> list[int]: ...
 
-    async def embed(
-        self, texts: list[str], *, background: bool = False
-    ) -> npt.NDArray[np.float32]: ...
+    async def embed(self, texts: list[str]) -> npt.NDArray[np.float32]: ...
 
 
 class SemanticEmbedder:
@@ -45,13 +43,11 @@ class SemanticEmbedder:
         """True when `text` cannot exceed the window, without counting its word pieces."""
         return len(text) <= _SURELY_FITS_CHARS
 
-    async def embed(self, text: str, *, background: bool = False) -> Vector | None:
-        """The unit vector of `text`, or None when it does not fit the embedder's window.
-
-        `background`: nobody is waiting for it (see `Embedder.embed`)."""
+    async def embed(self, text: str) -> Vector | None:
+        """The unit vector of `text`, or None when it does not fit the embedder's window."""
         if not self.surely_fits(text):
             (count,) = await self._embedder.count_tokens([text])
             if count > MAX_TOKENS:
                 return None
-        vectors = await self._embedder.embed([text], background=background)
+        vectors = await self._embedder.embed([text])
         return np.asarray(vectors[0], dtype=np.float32)

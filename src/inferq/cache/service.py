@@ -232,7 +232,7 @@ class CacheService:
     ) -> None:
         try:
             embedder, text = self.embedder, scope.semantic_text
-            vector = await embedder.embed(text, background=True) if embedder and text else None
+            vector = await embedder.embed(text) if embedder and text else None
             if vector is None or text is None:  # longer than the embedder's window
                 return
             async with self.sessions() as session:

@@ -8,6 +8,7 @@ all API processes see an activation on their next request (one GET per request).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
@@ -128,6 +129,7 @@ class ModelRegistry:
         self._snapshot = Snapshot()
         self._generation: bytes | str | None = None
         self._read_at = float("-inf")
+        self._reading: asyncio.Future[None] | None = None
         self._seeded = False
 
     async def changed(self) -> None:
@@ -136,14 +138,26 @@ class ModelRegistry:
         self._read_at = float("-inf")
 
     async def snapshot(self) -> Snapshot:
+        """The registry as of the current generation (re-read at most every 30 s otherwise).
+
+        One read at a time: concurrent callers wait for the same one. Each caller may hold a
+        pooled connection of its own already (a chat turn's transaction); when 50 of them
+        each opened another for their own read, the pool ran dry and they waited on each
+        other until its timeout.
+        """
         generation = await self.redis.get(REGISTRY_GENERATION_KEY)
         stale = time.monotonic() - self._read_at > _MAX_AGE_S
         if generation != self._generation or stale:
-            async with self.sessions() as session:
-                await self._seed(session)
-                self._snapshot = await _load(session)
-            self._generation, self._read_at = generation, time.monotonic()
+            if self._reading is None or self._reading.done():
+                self._reading = asyncio.ensure_future(self._read(generation))
+            await asyncio.shield(self._reading)
         return self._snapshot
+
+    async def _read(self, generation: bytes | str | None) -> None:
+        async with self.sessions() as session:
+            await self._seed(session)
+            self._snapshot = await _load(session)
+        self._generation, self._read_at = generation, time.monotonic()
 
     async def _seed(self, session: AsyncSession) -> None:
         if self._seeded:
