@@ -9,6 +9,7 @@ all API processes see an activation on their next request (one GET per request).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 import uuid
@@ -29,6 +30,8 @@ from inferq.registry.breaker import Breakers
 from inferq.registry.models import ModelVersion, TrafficPolicy, VersionState
 from inferq.registry.routing import Pool, pools_of, rank, with_adapter
 from inferq.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # A stale cache is re-read at least this often, even without a generation bump.
 _MAX_AGE_S = 30.0
@@ -138,19 +141,23 @@ class ModelRegistry:
         self._read_at = float("-inf")
 
     async def snapshot(self) -> Snapshot:
-        """The registry as of the current generation (re-read at most every 30 s otherwise).
+        """The registry as of the current generation, re-read in the background every 30 s.
 
-        One read at a time: concurrent callers wait for the same one. Each caller may hold a
-        pooled connection of its own already (a chat turn's transaction); when 50 of them
-        each opened another for their own read, the pool ran dry and they waited on each
-        other until its timeout.
+        Each caller may hold a pooled connection already (a chat turn's transaction). When
+        50 of them each opened another for their own read, the pool ran dry and they waited
+        on each other until its timeout. So one read runs at a time, and only a new
+        generation (a registry change) makes callers wait for it; an old snapshot of the
+        same generation is served while it is re-read.
         """
         generation = await self.redis.get(REGISTRY_GENERATION_KEY)
-        stale = time.monotonic() - self._read_at > _MAX_AGE_S
-        if generation != self._generation or stale:
+        # Never read, a new generation, or this process's own change (`changed`): wait.
+        changed = generation != self._generation or self._read_at == float("-inf")
+        if changed or time.monotonic() - self._read_at > _MAX_AGE_S:
             if self._reading is None or self._reading.done():
                 self._reading = asyncio.ensure_future(self._read(generation))
-            await asyncio.shield(self._reading)
+                self._reading.add_done_callback(_log_failed_read)
+            if changed:
+                await asyncio.shield(self._reading)
         return self._snapshot
 
     async def _read(self, generation: bytes | str | None) -> None:
@@ -249,6 +256,12 @@ def _not_found(snap: Snapshot, name: str, version: str | None) -> str:
             return f"The model '{name}' has no active version."
         return f"The model '{name}' has no version '{version}' (or it is retired)."
     return f"The model '{name}' does not exist. Known models: {', '.join(names)}."
+
+
+def _log_failed_read(read: asyncio.Future[None]) -> None:
+    """A background re-read that failed is retried on the next call; say why it failed."""
+    if not read.cancelled() and (exc := read.exception()) is not None:
+        log.warning("registry read failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
 
 async def _load(session: AsyncSession) -> Snapshot:
