@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # A stale cache is re-read at least this often, even without a generation bump.
 _MAX_AGE_S = 30.0
+_MAX_WAITS = 3  # reads a caller waits for while generations keep changing under it
 CATALOG_WEIGHTS = "catalog"  # the seeded versions' weights: wherever the catalog says
 
 
@@ -149,15 +150,19 @@ class ModelRegistry:
         generation (a registry change) makes callers wait for it; an old snapshot of the
         same generation is served while it is re-read.
         """
-        generation = await self.redis.get(REGISTRY_GENERATION_KEY)
-        # Never read, a new generation, or this process's own change (`changed`): wait.
-        changed = generation != self._generation or self._read_at == float("-inf")
-        if changed or time.monotonic() - self._read_at > _MAX_AGE_S:
+        for _ in range(_MAX_WAITS):
+            generation = await self.redis.get(REGISTRY_GENERATION_KEY)
+            # Never read, a new generation, or this process's own change (`changed`): wait.
+            changed = generation != self._generation or self._read_at == float("-inf")
+            if not changed and time.monotonic() - self._read_at <= _MAX_AGE_S:
+                break
             if self._reading is None or self._reading.done():
                 self._reading = asyncio.ensure_future(self._read(generation))
                 self._reading.add_done_callback(_log_failed_read)
-            if changed:
-                await asyncio.shield(self._reading)
+            if not changed:
+                break
+            # A read already under way may have begun before the change; then look again.
+            await asyncio.shield(self._reading)
         return self._snapshot
 
     async def _read(self, generation: bytes | str | None) -> None:
