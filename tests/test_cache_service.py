@@ -67,7 +67,7 @@ async def _answer(
     `fill_first`: the worker fills the answer before the API has written the L2 row.
     """
     lookup = await _lookup(cache, tenant, prompt)
-    assert not lookup.hit and (lookup.vector is not None or lookup.defer_vector)
+    assert not lookup.hit and (lookup.vector is not None or lookup.later_entry is not None)
     job = Job(
         id=uuid.uuid4(),
         created_at=datetime.now(UTC),
@@ -125,13 +125,13 @@ async def test_a_first_miss_writes_its_entry_after_queueing(
     and its L2 row still gets indexed whichever of the row and the fill comes first."""
     tenant = f"later-{uuid.uuid4().hex[:6]}"
     first = await _lookup(service, tenant, QUESTION)
-    assert first.defer_vector and first.vector is None and first.marker == "miss"
+    assert first.later_entry is not None and first.vector is None and first.marker == "miss"
     await _answer(service, tenant, QUESTION, f"CANARY-{tenant}", fill_first=fill_first)
     async with asyncio.timeout(5):
         while service.index.count(tenant) < 1:
             await asyncio.sleep(0.01)
     paraphrase = await _lookup(service, tenant, PARAPHRASE)  # now the partition has an entry
-    assert not paraphrase.defer_vector and paraphrase.answer is not None
+    assert paraphrase.later_entry is None and paraphrase.answer is not None
     assert paraphrase.answer.text == f"CANARY-{tenant}"
 
 

@@ -68,9 +68,8 @@ class CacheLookup:
     marker: str | None = None
     vector: Vector | None = None
     truncated: bool = False  # a compacted prompt is not eligible for L2
-    # The L2 row to write after the job is queued (its vector not computed yet).
+    # The id of the L2 row to write once the job is queued (its vector not computed yet).
     later_entry: uuid.UUID | None = None
-    defer_vector: bool = False
 
     @property
     def hit(self) -> bool:
@@ -160,11 +159,14 @@ class CacheService:
         if result.truncated or embedder is None or not embedder.ready or text is None:
             CACHE_LOOKUPS.labels("semantic", "ineligible").inc()
             return
+        # Nothing to find: the vector is only for the row a fill will store, so it can wait
+        # until the job is queued. A long text is counted first, and may not be eligible.
         nothing_to_find = not policy.lookup_semantic or not self.index.has(scope.partition)
         if nothing_to_find and embedder.surely_fits(text):
             if policy.lookup_semantic:
                 CACHE_LOOKUPS.labels("semantic", "miss").inc()
-            result.defer_vector = policy.store_semantic
+            if policy.store_semantic:
+                result.later_entry = uuid.uuid4()
             return
         result.vector = await embedder.embed(text)
         if result.vector is None:  # longer than the embedder's window
@@ -206,8 +208,7 @@ class CacheService:
             entry = _entry(scope, scope.semantic_text, lookup.vector, job.id, policy.ttl_s)
             session.add(entry)
             fill["entry"] = str(entry.id)
-        elif lookup.defer_vector:
-            lookup.later_entry = uuid.uuid4()
+        elif lookup.later_entry is not None:
             fill["entry"] = str(lookup.later_entry)
         job.params = {**job.params, "cache": fill}
 
