@@ -132,6 +132,55 @@ def test_index_removal_tombstones_then_compacts() -> None:
         assert found is not None and found.entry.id == f"e{i}"
 
 
+def _clustered(n: int, seed: int = 3) -> np.ndarray:
+    """Unit vectors around 20 centres, as real prompts cluster by topic."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((20, 384)).astype(np.float32)
+    out = centres[rng.integers(0, 20, n)] + 0.08 * rng.standard_normal((n, 384))
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_a_partition_past_exact_max_is_searched_by_cells_and_misses_nothing_of_its_own() -> None:
+    index = SemanticIndex(exact_max=200, probes=2)
+    key, other = ("t", "m", "c", "p"), ("u", "m", "c", "p")
+    vectors = _clustered(600)
+    for i, vector in enumerate(vectors):
+        index.add(key, IndexedEntry(f"e{i}", f"k{i}", 2e9, "p"), vector)
+    index.add(other, IndexedEntry("theirs", "k", 2e9, "p"), vectors[0])
+    assert index.is_probed(key) and not index.is_probed(other)  # trained inline: no loop
+    for i, vector in enumerate(vectors):  # a vector lives in its nearest centroid's cell
+        found = index.search(key, vector, 0.999)
+        assert found is not None and found.entry.id == f"e{i}"
+    index.remove("e7")
+    assert index.search(key, vectors[7], 0.999) is None and index.count("t") == 599
+    late = _unit(99)  # an add after training goes to its nearest cell
+    index.add(key, IndexedEntry("late", "k", 2e9, "p"), late)
+    found = index.search(key, late, 0.999)
+    assert found is not None and found.entry.id == "late"
+    assert index.purge("t", None) == 600 and index.search(other, vectors[0], 0.999) is not None
+
+
+async def test_changes_during_a_training_are_replayed_onto_the_cells() -> None:
+    index = SemanticIndex(exact_max=300, probes=2)
+    key = ("t", "m", "c", "p")
+    vectors = _clustered(700)
+    for i in range(301):  # the 301st add starts a training in a thread
+        index.add(key, IndexedEntry(f"e{i}", f"k{i}", 2e9, "p"), vectors[i])
+    assert not index.is_probed(key)
+    for i in range(301, 400):  # while it trains: more adds, and removals of trained rows
+        index.add(key, IndexedEntry(f"e{i}", f"k{i}", 2e9, "p"), vectors[i])
+    for i in range(0, 300, 3):
+        index.remove(f"e{i}")
+    await index.settle()
+    assert index.is_probed(key) and index.count("t") == 300
+    for i in range(400):
+        found = index.search(key, vectors[i], 0.999)
+        if i % 3 == 0 and i < 300:
+            assert found is None or found.entry.id != f"e{i}"
+        else:
+            assert found is not None and found.entry.id == f"e{i}"
+
+
 @pytest.mark.parametrize(
     "text", ["plain", 'quote " and \\ back', "line\nbreak\ttab\x00\x1f", "é ñ 中文 🎉", ""]
 )

@@ -132,6 +132,15 @@ class Settings(BaseSettings):
     cache_resync_s: float = Field(
         default=30.0, gt=0, description="Backstop re-read of new L2 entries from PostgreSQL."
     )
+    cache_semantic_exact_max: int = Field(
+        default=20_000,
+        ge=0,
+        description="L2 partitions up to this size are searched exactly; larger ones by cells "
+        "(an inverted file trained in a thread).",
+    )
+    cache_semantic_probes: int = Field(
+        default=16, ge=1, description="Cells an L2 search scans in a partition past exact_max."
+    )
 
     # Authentication, rate limits and admission (inferq.auth; docs/auth.md).
     auth: Literal["on", "off"] = Field(default="on", description="off: development only.")

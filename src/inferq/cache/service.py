@@ -91,7 +91,9 @@ class CacheService:
         self.settings = settings
         self.redis = client
         self.exact = ExactCache(client)
-        self.index = SemanticIndex()
+        self.index = SemanticIndex(
+            settings.cache_semantic_exact_max, settings.cache_semantic_probes
+        )
         self.embedder: SemanticEmbedder | None = None
         self.sync = IndexSync(client, sessions, self.index, settings.cache_resync_s)
         self.sessions = sessions
