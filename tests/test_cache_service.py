@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
+from sqlalchemy import select
 
 from inferq.cache.exact import CachedAnswer
 from inferq.cache.fill import fill_cache
+from inferq.cache.models import CacheEntry
 from inferq.cache.policy import policy_of
 from inferq.cache.service import CacheLookup, CacheService, answered_events
 from inferq.cache.tenancy import tenant_var
@@ -86,6 +88,7 @@ async def _answer(
         values = {"status": "completed", "finish_reason": "stop", "output": text}
         values["usage"] = {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}
         job.status, job.output, job.finish_reason = "completed", text, "stop"
+        job.finished_at = datetime.now(UTC)
         await session.commit()
     later = cache.store_entry_later(lookup, job)  # as submit_job does once the job is queued
     if later is not None and not fill_first:
@@ -133,6 +136,23 @@ async def test_a_first_miss_writes_its_entry_after_queueing(
     paraphrase = await _lookup(service, tenant, PARAPHRASE)  # now the partition has an entry
     assert paraphrase.later_entry is None and paraphrase.answer is not None
     assert paraphrase.answer.text == f"CANARY-{tenant}"
+
+
+async def test_a_resync_loads_only_the_entries_it_does_not_hold(service: CacheService) -> None:
+    tenant = f"resync-{uuid.uuid4().hex[:6]}"
+    await _answer(service, tenant, QUESTION, f"CANARY-{tenant}")
+    async with asyncio.timeout(5):
+        while service.index.count(tenant) < 1:
+            await asyncio.sleep(0.01)
+    async with service.sessions() as session:
+        entry_id = await session.scalar(select(CacheEntry.id).where(CacheEntry.tenant == tenant))
+    service.index.remove(str(entry_id))  # as if its announcement had been lost
+    assert not (await _lookup(service, tenant, PARAPHRASE)).hit
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    assert await service.sync.catch_up(since) >= 1
+    again = await _lookup(service, tenant, PARAPHRASE)
+    assert again.answer is not None and again.answer.text == f"CANARY-{tenant}"
+    assert await service.sync.catch_up(since) == 0  # everything it reads is indexed already
 
 
 def test_per_tenant_bound_evicts_the_oldest(settings_env: None) -> None:

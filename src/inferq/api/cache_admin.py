@@ -33,6 +33,7 @@ async def stats(state: StateDep, tenant: str | None = None) -> dict[str, Any]:
             "ready": cache.embedder is not None and cache.embedder.ready,
             "threshold": state.settings.cache_semantic_threshold,
             "indexed": len(cache.index),
+            "training": cache.index.training,  # partitions whose cells are being (re)built
         },
     }
 

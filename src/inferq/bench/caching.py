@@ -123,8 +123,8 @@ async def _seed(ctx: Context, like_prompt: str) -> int:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         semantic = (await admin_stats(ctx)).get("semantic") or {}
-        if (semantic.get("indexed") or 0) >= config.l2_entries:
-            return missing
+        if (semantic.get("indexed") or 0) >= config.l2_entries and not semantic.get("training"):
+            return missing  # loaded, and past exact_max its cells trained
         await asyncio.sleep(1.0)
     ctx.skip("cache:l2-seed", "the API did not load the decoys within 180 s")
     return missing

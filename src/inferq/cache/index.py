@@ -249,6 +249,11 @@ class SemanticIndex:
         match = partition.best(query, time.time() if now is None else now, self.probes)
         return match if match is not None and match.similarity >= threshold else None
 
+    @property
+    def training(self) -> int:
+        """Trainings in flight."""
+        return len(self._training)
+
     def is_probed(self, key: PartitionKey) -> bool:
         """True when the partition is searched by its cells rather than exactly."""
         partition = self._partitions.get(key)
