@@ -21,7 +21,7 @@ _ASSIGN_CHUNK = 8192  # rows per matmul when assigning: bounds the scores matrix
 
 def cell_count(rows: int) -> int:
     """About √n cells of about √n rows: probing a few dozen scans a few percent."""
-    return max(2, round(math.sqrt(rows)))
+    return max(1, round(math.sqrt(rows)))
 
 
 def train_centroids(vectors: Matrix, cells: int, seed: int = 0) -> Matrix:
