@@ -23,7 +23,7 @@ from inferq.api import job_service
 from inferq.api.job_events import job_events
 from inferq.api.schemas import JobCreate
 from inferq.api.state import AppState
-from inferq.db.models import Job
+from inferq.db.models import Job, JobStatus
 from inferq.errors import InferqError
 from inferq.queue.events import current_attempt_text, is_final
 
@@ -144,9 +144,11 @@ def raise_for_outcome(job: Job, event: dict[str, Any]) -> None:
 
 def cancel_in_background(state: AppState, jobs: list[Job]) -> None:
     """The client left: cancel its unfinished jobs, if the settings say so."""
-    if not state.settings.cancel_on_disconnect:
+    # A cache hit was complete before its first frame: nothing to stop, no row to read.
+    unfinished = [str(j.id) for j in jobs if not JobStatus(j.status).is_final]
+    if not state.settings.cancel_on_disconnect or not unfinished:
         return
-    task = asyncio.get_running_loop().create_task(_cancel(state, [str(j.id) for j in jobs]))
+    task = asyncio.get_running_loop().create_task(_cancel(state, unfinished))
     _background.add(task)
     task.add_done_callback(_background.discard)
 
