@@ -96,8 +96,13 @@ class _Cell:
             self.removed = 0
 
     def live_rows(self) -> tuple[list[IndexedEntry], Matrix]:
-        rows = [i for i, e in enumerate(self.entries) if e.id]
-        return [self.entries[i] for i in rows], self.vectors[rows]
+        return _live(self.entries, self.vectors)
+
+
+def _live(entries: list[IndexedEntry], vectors: Matrix) -> tuple[list[IndexedEntry], Matrix]:
+    """The rows that are not tombstones."""
+    rows = [i for i, e in enumerate(entries) if e.id]
+    return [entries[i] for i in rows], vectors[rows]
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,6 @@ class _Cells:
     centroids: Matrix
     cells: list[_Cell]
     where: dict[str, int]
-    rows: int
 
 
 # What a training reads in its thread, cell by cell: a copy of the entries list and a view of
@@ -117,13 +121,9 @@ _Snapshot = list[tuple[list[IndexedEntry], Matrix]]
 
 
 def _build_cells(snapshot: _Snapshot) -> _Cells:
-    entries: list[IndexedEntry] = []
-    blocks = []
-    for cell_entries, cell_vectors in snapshot:
-        rows = [i for i, e in enumerate(cell_entries) if e.id]  # tombstones stay behind
-        entries += [cell_entries[i] for i in rows]
-        blocks.append(cell_vectors[rows])
-    vectors = np.concatenate(blocks)
+    live = [_live(cell_entries, cell_vectors) for cell_entries, cell_vectors in snapshot]
+    entries = [entry for cell_entries, _ in live for entry in cell_entries]
+    vectors = np.concatenate([cell_vectors for _, cell_vectors in live])
     centroids = train_centroids(vectors, cell_count(len(vectors)))
     assigned = nearest(vectors, centroids)
     order = np.argsort(assigned, kind="stable")
@@ -133,7 +133,7 @@ def _build_cells(snapshot: _Snapshot) -> _Cells:
     for c, members in enumerate(np.split(order, bounds)):
         cells.append(_Cell.of([entries[i] for i in members], vectors[members]))
         where.update((entries[i].id, c) for i in members)
-    return _Cells(centroids, cells, where, len(entries))
+    return _Cells(centroids, cells, where)
 
 
 # What happened to a partition while its cells were being trained: an add or a removed id.
@@ -195,10 +195,10 @@ class _Partition:
         if trained is None:  # the training failed: try again once the partition has doubled
             self.trained_rows = self.live
             return
-        if len(journal) > trained.rows:
+        if len(journal) > len(trained.where):
             return
         self.centroids, self.cells, self.where = trained.centroids, trained.cells, trained.where
-        self.trained_rows = trained.rows
+        self.trained_rows = len(trained.where)
         for change in journal:
             if isinstance(change, str):
                 if change in self.where:
