@@ -5,11 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 _RECANCEL_S = 0.2
+
+
+def spawn(
+    tasks: set[asyncio.Task[Any]], coro: Coroutine[Any, Any, Any], name: str | None = None
+) -> asyncio.Task[Any]:
+    """Start `coro` as a task held in `tasks` until it ends: the loop keeps only weak
+    references to tasks, so one nobody holds can vanish mid-run."""
+    task = asyncio.get_running_loop().create_task(coro, name=name)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
 
 
 async def cancel_task(task: asyncio.Task[Any] | None, patience_s: float = 5.0) -> None:

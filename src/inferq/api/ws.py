@@ -32,6 +32,7 @@ from inferq.api.session_schemas import StreamChat
 from inferq.api.state import AppState
 from inferq.auth.principal import Principal, bind
 from inferq.auth.ws_auth import CLOSE_POLICY, authenticate_socket, origin_allowed
+from inferq.background import spawn
 from inferq.errors import InferqError
 from inferq.queue.stream import stream_events
 
@@ -244,10 +245,7 @@ class Connection:
         self.outbox.send("error", data)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], *, chat: bool) -> None:
-        tasks = self.chats if chat else self.helpers
-        task = asyncio.create_task(self._guarded(coro))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        spawn(self.chats if chat else self.helpers, self._guarded(coro))
 
     async def _guarded(self, coro: Coroutine[Any, Any, None]) -> None:
         """A chat's failure is an `error` event on its socket, never the socket's end."""

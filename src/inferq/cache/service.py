@@ -25,6 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from inferq.background import spawn
 from inferq.cache.embedder import SemanticEmbedder, TextEmbedder, Vector
 from inferq.cache.exact import CachedAnswer, ExactCache
 from inferq.cache.guard import compatible
@@ -222,13 +223,11 @@ class CacheService:
         """
         if lookup.later_entry is None or lookup.scope is None:
             return None
-        task = asyncio.create_task(
+        return spawn(
+            self._later,
             self._store_entry(lookup.scope, lookup.later_entry, job.id, lookup.policy.ttl_s),
             name="inferq-cache-entry",
         )
-        self._later.add(task)
-        task.add_done_callback(self._later.discard)
-        return task
 
     async def _store_entry(
         self, scope: CacheScope, entry_id: uuid.UUID, job_id: uuid.UUID, ttl_s: int

@@ -23,6 +23,7 @@ from inferq.api import job_service
 from inferq.api.job_events import job_events
 from inferq.api.schemas import JobCreate
 from inferq.api.state import AppState
+from inferq.background import spawn
 from inferq.db.models import Job, JobStatus
 from inferq.errors import InferqError
 from inferq.queue.events import current_attempt_text, is_final
@@ -148,9 +149,7 @@ def cancel_in_background(state: AppState, jobs: list[Job]) -> None:
     unfinished = [str(j.id) for j in jobs if not JobStatus(j.status).is_final]
     if not state.settings.cancel_on_disconnect or not unfinished:
         return
-    task = asyncio.get_running_loop().create_task(_cancel(state, unfinished))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    spawn(_background, _cancel(state, unfinished))
 
 
 async def _cancel(state: AppState, job_ids: list[str]) -> None:
