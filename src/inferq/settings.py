@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     """PostgreSQL, through asyncpg: the record of every job, tenant and session."""
     database_pool_size: int = Field(default=30, ge=1)
     """Connections a process keeps, plus 10 for bursts (10 reconnected per request under load)."""
+    database_ping_idle_s: float = Field(default=10.0, ge=0)
+    """A pooled connection idle this long is pinged before use (0: before every use)."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis: token events, cancel flags, leases, caches, limits, worker registry."""
     broker_url: str | None = Field(

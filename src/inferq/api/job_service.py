@@ -173,8 +173,7 @@ async def submit_job(
         route=route.as_json() if route else target.route_json(),
     )
     await state.cache.attach(session, cached, job)  # a hit completes the job; a miss preps fill
-    session.add(job)
-    await session.commit()
+    await job_repo.insert_job(session, job)
     JOBS_SUBMITTED.labels(job.model).inc()
     if cached.hit:
         await state.cache.replay(job, cached)

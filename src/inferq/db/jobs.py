@@ -7,10 +7,40 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Table, and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from inferq.db.models import Job, JobStatus
+
+
+async def insert_job(session: AsyncSession, job: Job) -> None:
+    """Commit a new job, with whatever rows the caller staged in `session` (a chat turn's).
+
+    A job alone in a session that has not begun a transaction, as most submissions are, is
+    written by one autocommitted INSERT: one round trip to PostgreSQL, where the unit of
+    work's BEGIN, INSERT and COMMIT took three (and twice the CPU). `job` then stays
+    transient: a value, not an object of `session`, so set every column it is read for.
+    """
+    if session.in_transaction() or session.new or session.dirty or session.deleted:
+        session.add(job)
+        await session.commit()
+        return
+    values: dict[str, Any] = {}
+    for column in _JOB_COLUMNS:
+        value = getattr(job, column.key)
+        if value is None and isinstance(column.default, ScalarElementColumnDefault):
+            value = column.default.arg  # what the unit of work would have written
+            setattr(job, column.key, value)
+        if value is not None:
+            values[column.key] = value
+    connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    await connection.execute(insert(_JOB_TABLE), [values])
+    await session.commit()  # ends the session's use of the connection; sends nothing
+
+
+_JOB_TABLE: Table = Job.__table__  # type: ignore[assignment]
+_JOB_COLUMNS = tuple(_JOB_TABLE.columns)
 
 
 async def get_job(
