@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inferq.db.jobs import insert_job
@@ -70,7 +71,7 @@ async def test_a_connection_in_steady_use_is_not_pinged(
     try:
         pid = await _backend_pid(engine)
         await _terminate(db, pid)
-        with pytest.raises(Exception):
+        with pytest.raises(DBAPIError):
             await _backend_pid(engine)  # used within the last 60 s: not pinged
         assert await _backend_pid(engine) != pid
     finally:
