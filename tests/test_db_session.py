@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from inferq.db.jobs import insert_job
 from inferq.db.models import Job
@@ -28,9 +28,11 @@ def _job(**values: object) -> Job:
     return Job(**fields)
 
 
-async def _engine(idle_s: float) -> AsyncEngine:
-    settings = Settings(database_url=get_settings().database_url, database_pool_size=1)
-    return make_engine(settings.model_copy(update={"database_ping_idle_s": idle_s}))
+def _engine(idle_s: float) -> AsyncEngine:
+    url = get_settings().database_url
+    return make_engine(
+        Settings(database_url=url, database_pool_size=1, database_ping_idle_s=idle_s)
+    )
 
 
 async def _backend_pid(engine: AsyncEngine) -> int:
@@ -48,9 +50,14 @@ async def _terminate(db: asyncpg.Connection, pid: int) -> None:
 
 @pytest.fixture
 async def idle_engine(settings_env: None) -> AsyncIterator[AsyncEngine]:
-    engine = await _engine(idle_s=0.2)
+    engine = _engine(idle_s=0.2)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+def sessions(idle_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return make_sessionmaker(idle_engine)
 
 
 async def test_a_connection_idle_past_the_limit_is_pinged_and_replaced(
@@ -67,7 +74,7 @@ async def test_a_connection_in_steady_use_is_not_pinged(
 ) -> None:
     """Without the ping, a dead connection fails its first statement (asyncpg's error
     depends on timing) and the pool is invalidated, so the next checkout connects afresh."""
-    engine = await _engine(idle_s=60)
+    engine = _engine(idle_s=60)
     try:
         pid = await _backend_pid(engine)
         await _terminate(db, pid)
@@ -79,9 +86,8 @@ async def test_a_connection_in_steady_use_is_not_pinged(
 
 
 async def test_a_lone_job_is_inserted_with_its_column_defaults(
-    idle_engine: AsyncEngine, db: asyncpg.Connection
+    sessions: async_sessionmaker[AsyncSession], db: asyncpg.Connection
 ) -> None:
-    sessions = make_sessionmaker(idle_engine)
     job = _job()
     async with sessions() as session:
         await insert_job(session, job)
@@ -96,9 +102,8 @@ async def test_a_lone_job_is_inserted_with_its_column_defaults(
 
 
 async def test_a_job_commits_with_the_rows_staged_beside_it(
-    idle_engine: AsyncEngine, db: asyncpg.Connection
+    sessions: async_sessionmaker[AsyncSession], db: asyncpg.Connection
 ) -> None:
-    sessions = make_sessionmaker(idle_engine)
     first, second = _job(), _job()
     async with sessions() as session:
         session.add(first)  # as a chat turn stages its messages
@@ -108,9 +113,8 @@ async def test_a_job_commits_with_the_rows_staged_beside_it(
 
 
 async def test_a_failed_insert_writes_nothing_and_leaves_the_session_usable(
-    idle_engine: AsyncEngine, db: asyncpg.Connection
+    sessions: async_sessionmaker[AsyncSession], db: asyncpg.Connection
 ) -> None:
-    sessions = make_sessionmaker(idle_engine)
     job = _job()
     async with sessions() as session:
         await insert_job(session, job)

@@ -27,20 +27,25 @@ async def insert_job(session: AsyncSession, job: Job) -> None:
         await session.commit()
         return
     values: dict[str, Any] = {}
-    for column in _JOB_COLUMNS:
-        value = getattr(job, column.key)
-        if value is None and isinstance(column.default, ScalarElementColumnDefault):
-            value = column.default.arg  # what the unit of work would have written
-            setattr(job, column.key, value)
+    for key in _JOB_KEYS:
+        value = getattr(job, key)
+        if value is None and key in _JOB_DEFAULTS:
+            value = _JOB_DEFAULTS[key]  # what the unit of work would have written
+            setattr(job, key, value)
         if value is not None:
-            values[column.key] = value
+            values[key] = value
     connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     await connection.execute(insert(_JOB_TABLE), [values])
     await session.commit()  # ends the session's use of the connection; sends nothing
 
 
 _JOB_TABLE: Table = Job.__table__  # type: ignore[assignment]
-_JOB_COLUMNS = tuple(_JOB_TABLE.columns)
+_JOB_KEYS = tuple(column.key for column in _JOB_TABLE.columns)
+_JOB_DEFAULTS = {
+    column.key: column.default.arg
+    for column in _JOB_TABLE.columns
+    if isinstance(column.default, ScalarElementColumnDefault)
+}
 
 
 async def get_job(
