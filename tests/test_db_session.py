@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from inferq.db.jobs import insert_job
@@ -118,7 +118,7 @@ async def test_a_failed_insert_writes_nothing_and_leaves_the_session_usable(
     job = _job()
     async with sessions() as session:
         await insert_job(session, job)
-        with pytest.raises(Exception, match="duplicate key"):
+        with pytest.raises(IntegrityError, match="duplicate key"):
             await insert_job(session, _job(id=job.id, prompt="other"))
         await session.rollback()
         assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
