@@ -2,6 +2,10 @@
 
     python bench/raw_batch.py           # llama.cpp's defaults: repacked weights, tiled matmul
     python bench/raw_batch.py --exact   # the kernels of inferq's exact mode
+    python bench/raw_batch.py --exact --repack   # exact mode but for one setting
+
+`--repack` / `--no-repack` (repacked weights) and `--unified` / `--no-unified` (one KV stream
+for all sequences) override what the mode would choose, to tell which setting costs what.
 
 Each of 1, 2, 4, 8 sequences reads a one-token prompt, then every step decodes one token for
 each of them in a single `llama_decode` (greedy, the argmax of the logits), `--steps` steps.
@@ -25,7 +29,7 @@ from inferq.settings import get_settings
 MODEL = Path(str(resolve_model(get_settings(), BUNDLED_MODEL).path))
 
 
-def _level(n: int, steps: int, exact: bool) -> float:
+def _level(n: int, steps: int, exact: bool, repack: bool, unified: bool) -> float:
     if exact:
         os.environ["GGML_CPU_TILED_MM"] = "0"
     import llama_cpp
@@ -35,13 +39,13 @@ def _level(n: int, steps: int, exact: bool) -> float:
 
     llama_cpp.llama_backend_init()
     mparams = llama_cpp.llama_model_default_params()
-    mparams.use_extra_bufts = not exact
+    mparams.use_extra_bufts = repack
     model = llama_cpp.llama_model_load_from_file(str(MODEL).encode(), mparams)
     cparams = llama_cpp.llama_context_default_params()
     cparams.n_ctx = 1024 * n
     cparams.n_batch = cparams.n_ubatch = 512
     cparams.n_seq_max = n
-    cparams.kv_unified = not exact
+    cparams.kv_unified = unified
     cparams.n_threads = cparams.n_threads_batch = os.cpu_count() or 1
     if exact:
         cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
@@ -75,18 +79,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--exact", action="store_true")
     parser.add_argument("--steps", type=int, default=96)
+    parser.add_argument("--repack", action=argparse.BooleanOptionalAction)
+    parser.add_argument("--unified", action=argparse.BooleanOptionalAction)
     parser.add_argument("--level", type=int, help=argparse.SUPPRESS)  # one level, in-process
     args = parser.parse_args()
+    repack = not args.exact if args.repack is None else args.repack
+    unified = not args.exact if args.unified is None else args.unified
     if args.level:
-        print(f"{_level(args.level, args.steps, args.exact):.2f}")
+        print(f"{_level(args.level, args.steps, args.exact, repack, unified):.2f}")
         return
+    label = "exact" if args.exact else "default"
+    label += f" repack={'on' if repack else 'off'} unified={'on' if unified else 'off'}"
     rates = {}
     for n in (1, 2, 4, 8):
         command = [sys.executable, __file__, "--level", str(n), "--steps", str(args.steps)]
         command += ["--exact"] if args.exact else []
+        command += ["--repack" if repack else "--no-repack"]
+        command += ["--unified" if unified else "--no-unified"]
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         rates[n] = float(done.stdout.strip().splitlines()[-1])
-        print(f"{'exact' if args.exact else 'default'} n={n}: {rates[n]:7.1f} tok/s", flush=True)
+        print(f"{label} n={n}: {rates[n]:7.1f} tok/s", flush=True)
     print(f"8 / 1: {rates[8] / rates[1]:.2f}x")
 
 

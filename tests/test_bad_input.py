@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from inferq.queue.names import queue_name
 from inferq.settings import get_settings
+from tests.conftest import read_sse, submit, wait_final
 
 
 @pytest.fixture
@@ -99,6 +100,49 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
         "/v1/jobs", content=b'{"model": "echo",', headers={"content-type": "application/json"}
     )
     assert_error(response, 400, "invalid_json", None)
+
+
+@pytest.mark.usefixtures("nothing_enqueued")
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/jobs", {**GOOD, "prompt": "a\x00b"}),
+        ("/v1/completions", {**GOOD, "prompt": "a\x00b"}),
+        (
+            "/v1/chat/completions",
+            {"model": "echo", "messages": [{"role": "user", "content": "\x00"}]},
+        ),
+    ],
+)
+async def test_a_nul_character_is_400_not_a_backend_outage(
+    client: httpx.AsyncClient, path: str, body: dict[str, Any]
+) -> None:
+    """PostgreSQL text cannot hold NUL; that is the request's fault, not a 503 'retry later'."""
+    assert_error(await client.post(path, json=body), 400, "unstorable_value", None)
+
+
+@pytest.mark.usefixtures("nothing_enqueued")
+@pytest.mark.parametrize("path", ["/v1/completions", "/api/generate", "/v1/jobs"])
+async def test_a_lone_surrogate_is_refused_with_4xx(client: httpx.AsyncClient, path: str) -> None:
+    """json.loads would accept "\\ud800" and leave a str that nothing can encode (a 500)."""
+    raw = b'{"model": "echo", "prompt": "a\\ud800b", "max_tokens": 4, "stream": false}'
+    response = await client.post(path, content=raw, headers={"content-type": "application/json"})
+    assert response.status_code in (400, 422), response.text
+    error = response.json()["error"]
+    message = error if isinstance(error, str) else error["message"]  # Ollama: a plain string
+    assert "JSON" in message or "unicode" in message.lower()
+
+
+async def test_a_nul_the_model_writes_is_stored_and_streamed_as_a_replacement(
+    client: httpx.AsyncClient,
+) -> None:
+    """Else the final write fails on every attempt, and the job is requeued forever."""
+    accepted = await submit(client, model="echo", prompt="a <nul> b", max_tokens=3)
+    job = await wait_final(client, accepted["id"])
+    assert job["status"] == "completed", job
+    assert job["output"] == "a \ufffd b"
+    tokens = [e["text"] for e in await read_sse(client, accepted["id"]) if e["type"] == "token"]
+    assert "".join(tokens) == job["output"]
 
 
 @pytest.mark.usefixtures("nothing_enqueued")

@@ -178,8 +178,17 @@ def test_seeded_sampling_is_reproducible_under_batching(engine: LlamaCppEngine) 
     solo = [_run(engine, **job) for job in jobs]  # type: ignore[arg-type]
     batched = _concurrently(engine, jobs)
     assert batched == solo
-    other_seed = _run(engine, PROMPTS[0], temperature=1.0, seed=7)
-    assert len({tuple(solo[0]), tuple(other_seed)}) == 2 or solo[0] == other_seed
+    assert _run(engine, PROMPTS[0], temperature=1.0, seed=7) != solo[0]
+
+
+def test_penalties_change_a_repetitive_greedy_text(engine: LlamaCppEngine) -> None:
+    prompt = "one two one two one two one two one two"
+    plain = _run(engine, prompt, 8, temperature=0.0)
+    for penalty in ({"frequency_penalty": 2.0}, {"presence_penalty": 2.0}):
+        penalised = _run(engine, prompt, 8, temperature=0.0, **penalty)
+        assert len(penalised) == 8
+        assert penalised != plain, penalty
+    assert engine.kv_usage()["kv_used"] == 0
 
 
 def test_a_bad_grammar_is_refused_before_it_reaches_the_batch(engine: LlamaCppEngine) -> None:

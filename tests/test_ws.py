@@ -55,6 +55,8 @@ async def test_bad_messages_get_error_events_and_socket_stays_open(stack: str) -
             (json.dumps({"event": "stream_chat", "data": {"prompt": ""}}), "invalid_value"),
             (json.dumps({"event": "stream_chat", "data": "x"}), "invalid_message"),
             (json.dumps({"event": "stop", "data": {}}), "invalid_value"),
+            ('{"event": "stream_chat", "data": {"prompt": "a\\ud800"}}', "invalid_json"),
+            (json.dumps({"event": "stream_chat", "data": {"prompt": "a\x00"}}), "unstorable_value"),
         ]
         for raw, code in cases:
             await ws.send(raw)

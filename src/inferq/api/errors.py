@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from inferq.errors import InferqError, ServiceUnavailable
+from inferq.errors import InferqError, InvalidRequest, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,33 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
+def input_error(exc: BaseException) -> InvalidRequest | None:
+    """The client's fault behind a backend's or an encoder's failure, if it is one.
+
+    PostgreSQL's "data exception" class (SQLSTATE 22...) is a value it refuses to store: a NUL
+    in text or JSON, a number out of a column's range. UnicodeEncodeError is a str with a lone
+    surrogate that got past JSON parsing into a free-form field. Nothing of the request was
+    committed either way.
+    """
+    if isinstance(exc, UnicodeEncodeError):
+        message = "The request holds text that is not valid Unicode (a lone surrogate, \\ud800)."
+        return InvalidRequest(message, code="invalid_unicode")
+    if not isinstance(exc, DBAPIError):
+        return None
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+    if sqlstate in ("22021", "22P05"):  # a NUL byte in text; a \u0000 escape in JSON
+        message = "The request holds a NUL character (\\u0000), which cannot be stored."
+    elif sqlstate.startswith("22"):
+        reason = str(exc.orig).splitlines()[-1] if exc.orig else "invalid value"
+        message = f"The request holds a value that cannot be stored: {reason}."
+    else:
+        return None
+    return InvalidRequest(message, code="unstorable_value")
+
+
 async def _backend_down(request: Request, exc: Exception) -> JSONResponse:
+    if (refused := input_error(exc)) is not None:
+        return error_response(refused)
     backend = "redis" if isinstance(exc, RedisError) else "postgresql"
     log.warning("backend unavailable", extra={"backend": backend, "error": str(exc)})
     return error_response(
@@ -84,4 +110,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for backend_error in (RedisError, OperationalError, InterfaceError, DBAPIError, OSError):
         app.add_exception_handler(backend_error, _backend_down)
+    app.add_exception_handler(UnicodeEncodeError, _backend_down)  # it only ever refuses
     app.add_exception_handler(Exception, _unexpected)

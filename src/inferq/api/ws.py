@@ -27,9 +27,11 @@ from sqlalchemy.exc import DBAPIError
 from starlette.websockets import WebSocketDisconnect
 
 from inferq.api import chat_service, job_service
+from inferq.api.errors import input_error
 from inferq.api.job_events import job_events
 from inferq.api.session_schemas import StreamChat
 from inferq.api.state import AppState
+from inferq.api.strict_json import strict_json
 from inferq.auth.principal import Principal, bind
 from inferq.auth.ws_auth import CLOSE_POLICY, authenticate_socket, origin_allowed
 from inferq.background import spawn
@@ -215,9 +217,9 @@ class Connection:
 
     def _dispatch(self, raw: str | bytes) -> None:
         try:
-            message = json.loads(raw)
-        except ValueError:
-            self.error("invalid_json", "The message is not valid JSON.")
+            message = strict_json(raw)
+        except ValueError as exc:
+            self.error("invalid_json", f"The message is not valid JSON: {exc}.")
             return
         if not isinstance(message, dict) or not isinstance(message.get("event"), str):
             self.error("invalid_message", 'A message is {"event": string, "data": object}.')
@@ -259,7 +261,10 @@ class Connection:
             await coro
         except InferqError as exc:
             self.error(exc.code, exc.message)
-        except (RedisError, DBAPIError, OSError) as exc:
+        except (RedisError, DBAPIError, OSError, UnicodeEncodeError) as exc:
+            if (refused := input_error(exc)) is not None:
+                self.error(refused.code, refused.message)
+                return
             log.warning("backend unavailable during a chat", extra={"error": str(exc)})
             self.error("service_unavailable", "A backend is unavailable; retry shortly.")
         except Exception:

@@ -15,12 +15,15 @@ _DELAY_ENV = "INFERQ_ECHO_TOKEN_DELAY_S"
 _END_MARK = "<end>"
 # A prompt word that makes the engine fail on purpose (circuit breaker tests).
 _FAIL_MARK = "<fail>"
+# A prompt word answered with a NUL character, which PostgreSQL text cannot hold.
+_NUL_MARK = "<nul>"
 
 
 class EchoEngine:
     """Echoes the prompt's words back, one word per token, in order, then repeats them.
 
-    A prompt word `<end>` acts as the end of turn; a word `<fail>` makes it raise. With
+    A prompt word `<end>` acts as the end of turn; a word `<fail>` makes it raise; `<nul>` comes
+    back as a NUL character. With
     temperature > 0 and a seed, words are shuffled by that seed, so seeded sampling is
     observable without a model.
     """
@@ -50,6 +53,7 @@ class EchoEngine:
                 return
             if self._delay_s:
                 time.sleep(self._delay_s)
+            word = "\x00" if word == _NUL_MARK else word
             yield GeneratedToken(id=index, text=word if index == 0 else " " + word)
 
     def capacity(self) -> dict[str, Any]:

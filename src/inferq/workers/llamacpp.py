@@ -182,7 +182,11 @@ class LlamaCppEngine:
             add(
                 chain,
                 llama_cpp.llama_sampler_init_penalties(
-                    _PENALTY_LAST_N, 1.0, params.frequency_penalty, params.presence_penalty
+                    llama_cpp.llama_vocab_n_tokens(self._model.vocab),
+                    _PENALTY_LAST_N,
+                    1.0,
+                    params.frequency_penalty,
+                    params.presence_penalty,
                 ),
             )
         if params.temperature <= 0:

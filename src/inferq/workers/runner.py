@@ -198,7 +198,7 @@ def _decode(
             outcome.first_token_at = outcome.first_token_at or now
             outcome.last_token_at = now
             outcome.completion_tokens += 1
-            cancelled = emit(matcher.feed(token.text))
+            cancelled = emit(matcher.feed(_storable(token.text)))
             if matcher.stopped:
                 outcome.finish_reason = "stop"
                 return
@@ -209,6 +209,12 @@ def _decode(
         emit(rest)
     hit_limit = outcome.completion_tokens >= request.params.max_tokens
     outcome.finish_reason = "length" if hit_limit else "stop"
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL text cannot hold NUL, so a model's NUL byte would make the final write fail
+    on every attempt; it streams and is stored as U+FFFD, as invalid UTF-8 already is."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def _timings(job: Job, outcome: Outcome) -> dict[str, float | None]:

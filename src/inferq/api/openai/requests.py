@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from inferq.api.strict_json import strict_json
 from inferq.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -25,9 +26,11 @@ _TYPE_ERRORS = {"int_type", "float_type", "string_type", "bool_type", "list_type
 async def read_json_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
-        data = json.loads(raw)
-    except ValueError:
-        raise InvalidRequest("The request body is not valid JSON.", code="invalid_json") from None
+        data = strict_json(raw)
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"The request body is not valid JSON: {exc}.", code="invalid_json"
+        ) from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
     return data
