@@ -15,6 +15,7 @@ from inferq.api.errors import install_error_handlers
 from inferq.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from inferq.api.ollama.router import router as ollama_router
 from inferq.api.openai.router import router as openai_router
+from inferq.api.openapi_bodies import add_body_schemas
 from inferq.api.shutdown import shutdown_signal
 from inferq.api.state import AppState
 from inferq.auth.headers import RateLimitHeadersMiddleware
@@ -124,4 +125,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(chat_page.router)
     app.include_router(openai_router, dependencies=[InferenceAuth])
     app.include_router(ollama_router, dependencies=[InferenceAuth])
+    add_body_schemas(app)
     return app

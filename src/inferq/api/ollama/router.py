@@ -28,6 +28,7 @@ from inferq.api.openai.jobrun import collect, guard_stream, submit_choices, unle
 from inferq.api.openai.requests import parse_request, read_json_object
 from inferq.api.openai.router import get_embedder, job_headers
 from inferq.api.openai.streaming import relay
+from inferq.api.openapi_bodies import json_body
 from inferq.api.schemas import JobCreate
 from inferq.api.state import AppState
 from inferq.db.models import Job
@@ -127,7 +128,7 @@ def _loaded(model: str, chat: bool) -> JSONResponse:
     return JSONResponse(line)
 
 
-@router.post("/chat")
+@router.post("/chat", openapi_extra=json_body(ChatRequest))
 async def chat(request: Request, state: StateDep, session: SessionDep) -> Response:
     req = parse_request(ChatRequest, await read_json_object(request), request.url.path)
     if not req.messages:
@@ -138,7 +139,7 @@ async def chat(request: Request, state: StateDep, session: SessionDep) -> Respon
     return await _submit(request, state, session, body, grammar, fill, frames, req.stream)
 
 
-@router.post("/generate")
+@router.post("/generate", openapi_extra=json_body(GenerateRequest))
 async def generate(request: Request, state: StateDep, session: SessionDep) -> Response:
     req = parse_request(GenerateRequest, await read_json_object(request), request.url.path)
     if not req.prompt:
@@ -177,7 +178,7 @@ async def ps(state: StateDep) -> dict[str, Any]:
     return {"models": await service.running(state)}
 
 
-@router.post("/show")
+@router.post("/show", openapi_extra=json_body(ShowRequest))
 async def show(request: Request, state: StateDep) -> dict[str, Any]:
     req = parse_request(ShowRequest, await read_json_object(request), request.url.path)
     name = req.model or req.name
@@ -204,7 +205,7 @@ async def _embed(request: Request, model: str, texts: list[str], truncate: bool)
     return await embedder.embed(texts), counts
 
 
-@router.post("/embed")
+@router.post("/embed", openapi_extra=json_body(EmbedRequest))
 async def embed(request: Request) -> dict[str, Any]:
     started = time.perf_counter()
     req = parse_request(EmbedRequest, await read_json_object(request), request.url.path)
@@ -221,7 +222,7 @@ async def embed(request: Request) -> dict[str, Any]:
     }
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", openapi_extra=json_body(LegacyEmbeddingsRequest))
 async def embeddings(request: Request) -> dict[str, Any]:
     """The older single-prompt endpoint."""
     data = await read_json_object(request)

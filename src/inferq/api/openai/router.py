@@ -29,6 +29,7 @@ from inferq.api.openai.jobrun import (
 from inferq.api.openai.requests import parse_request, read_json_object
 from inferq.api.openai.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from inferq.api.openai.streaming import ChatFrames, Frames, TextFrames, relay
+from inferq.api.openapi_bodies import json_body
 from inferq.api.schemas import JobCreate
 from inferq.api.sse import with_keepalive
 from inferq.api.state import AppState
@@ -129,7 +130,7 @@ def ok(model: BaseModel, submitted: Submitted) -> JSONResponse:
     return JSONResponse(model.model_dump(mode="json"), headers=submitted.headers)
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", openapi_extra=json_body(ChatCompletionRequest))
 async def chat_completions(request: Request, state: StateDep, session: SessionDep) -> Response:
     data = await read_json_object(request)
     req = parse_request(ChatCompletionRequest, data, request.url.path)
@@ -152,7 +153,7 @@ async def chat_completions(request: Request, state: StateDep, session: SessionDe
     return ok(service.chat_completion(submitted.jobs, results, req.model), submitted)
 
 
-@router.post("/completions")
+@router.post("/completions", openapi_extra=json_body(CompletionRequest))
 async def completions(request: Request, state: StateDep, session: SessionDep) -> Response:
     data = await read_json_object(request)
     req = parse_request(CompletionRequest, data, request.url.path)
@@ -186,7 +187,7 @@ async def get_model(model_id: str, request: Request, state: StateDep) -> dict[st
     return model.model_dump(mode="json")
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", openapi_extra=json_body(EmbeddingRequest))
 async def embeddings(request: Request, state: StateDep) -> dict[str, Any]:
     data = await read_json_object(request)
     req = parse_request(EmbeddingRequest, data, request.url.path)
