@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -53,6 +54,17 @@ class JobCreate(BaseModel):
         pattern=r"^https?://[^\s/?#]+[^\s]*$",
         description="POSTed the job's result, signed (Standard Webhooks), when it ends.",
     )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _parsable_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parts = urlsplit(value)
+                parts.port  # noqa: B018 -- raises for a port out of range or not a number
+            except ValueError as exc:  # "http://[::1", "http://host:99999"
+                raise ValueError(f"not a valid URL ({exc})") from None
+        return value
 
     @field_validator("stop")
     @classmethod
