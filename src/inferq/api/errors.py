@@ -77,7 +77,7 @@ def input_error(exc: BaseException) -> InvalidRequest | None:
         return None
     sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
     if sqlstate in ("22021", "22P05"):  # a NUL byte in text; a \u0000 escape in JSON
-        message = "The request holds a NUL character (\\u0000), which cannot be stored."
+        message = "The request holds a NUL character (\\u0000), which PostgreSQL text cannot hold."
     elif sqlstate.startswith("22"):
         reason = str(exc.orig).splitlines()[-1] if exc.orig else "invalid value"
         message = f"The request holds a value that cannot be stored: {reason}."
