@@ -80,3 +80,17 @@ async def test_embedding_errors(oai: openai.OpenAI) -> None:
             oai.embeddings.create, model="all-MiniLM-L6-v2", input="x", dimensions=128
         )
     assert dims.value.param == "dimensions"
+    with pytest.raises(openai.BadRequestError) as many:
+        await asyncio.to_thread(oai.embeddings.create, model="all-MiniLM-L6-v2", input=["x"] * 2049)
+    assert many.value.param == "input" and many.value.code == "array_too_long"
+
+
+async def test_ollama_embed_refuses_more_inputs_than_openai_allows(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"model": "all-MiniLM-L6-v2", "input": ["x"] * 2049}
+    response = await client.post("/api/embed", json=body)
+    assert response.status_code == 400 and "at most 2048" in response.json()["error"]
+    body["input"] = ["x"] * 2048
+    response = await client.post("/api/embed", json=body)
+    assert response.status_code == 200 and len(response.json()["embeddings"]) == 2048

@@ -20,12 +20,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from inferq.errors import InvalidRequest
+
 log = logging.getLogger(__name__)
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DIMENSIONS = 384
 # The model was trained on at most 256 word pieces; sentence-transformers cuts longer input.
 MAX_TOKENS = 256
+# Inputs per request, as OpenAI's embeddings API allows: a batch is one call of the model, so
+# an unbounded one would hold the embedder, L2 lookups included, for as long as it runs.
+MAX_INPUTS = 2048
 _ALIASES = frozenset(
     {
         "all-minilm-l6-v2",
@@ -169,3 +174,12 @@ class Embedder:
         }
         (vectors,) = self._session.run(["embedding"], inputs)
         return np.asarray(vectors, dtype=np.float32)
+
+
+def check_input_count(texts: list[str]) -> None:
+    if len(texts) > MAX_INPUTS:
+        raise InvalidRequest(
+            f"'input' has {len(texts)} items; at most {MAX_INPUTS} are accepted per request.",
+            param="input",
+            code="array_too_long",
+        )

@@ -32,7 +32,7 @@ from inferq.api.openapi_bodies import json_body
 from inferq.api.schemas import JobCreate
 from inferq.api.state import AppState
 from inferq.db.models import Job
-from inferq.embeddings import MAX_TOKENS, is_embedding_model
+from inferq.embeddings import MAX_TOKENS, check_input_count, is_embedding_model
 from inferq.errors import InferqError, InvalidRequest, ServiceUnavailable
 
 
@@ -196,6 +196,7 @@ async def _embed(request: Request, model: str, texts: list[str], truncate: bool)
     if not is_embedding_model(model):
         service.spec_of(request.app.state.inferq, model)  # 404 when it is not a model at all
         raise InvalidRequest(f'"{model}" does not support embeddings', param="model")
+    check_input_count(texts)
     embedder = get_embedder(request)
     if embedder is None:
         raise ServiceUnavailable("embeddings are disabled on this server")

@@ -34,7 +34,14 @@ from inferq.api.schemas import ChatMessage, JobCreate
 from inferq.api.state import AppState
 from inferq.catalog import ModelSpec, catalog, resolve_model
 from inferq.db.models import Job
-from inferq.embeddings import DIMENSIONS, EMBEDDING_MODEL, MAX_TOKENS, Embedder, Vectors
+from inferq.embeddings import (
+    DIMENSIONS,
+    EMBEDDING_MODEL,
+    MAX_TOKENS,
+    Embedder,
+    Vectors,
+    check_input_count,
+)
 from inferq.errors import InvalidRequest, ModelNotFound
 from inferq.grammar import JSON_OBJECT_GBNF, json_schema_grammar
 from inferq.queue.registry import live_workers
@@ -228,6 +235,7 @@ def embedding_inputs(req: EmbeddingRequest, state: AppState) -> list[str]:
     texts = [req.input] if isinstance(req.input, str) else req.input
     if not texts:
         raise InvalidRequest("'input' must not be empty.", param="input", code="empty_array")
+    check_input_count(texts)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise _unsupported(
