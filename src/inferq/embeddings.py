@@ -42,6 +42,7 @@ _ALIASES = frozenset(
     }
 )
 _MAX_BATCH_TEXTS = 64
+_CHUNK_TEXTS = 16  # of one request, queued at a time (see `Embedder.embed`)
 
 Vectors = npt.NDArray[np.float32]
 
@@ -130,8 +131,19 @@ class Embedder:
         return [len(encoding.ids) for encoding in self._counter.encode_batch(texts)]
 
     async def embed(self, texts: list[str]) -> Vectors:
-        """Unit-length float32 vectors, one row per text, in order."""
+        """Unit-length float32 vectors, one row per text, in order.
+
+        A long request is queued one chunk at a time, each behind whatever arrived meanwhile:
+        a prompt's L2 lookup then waits for one chunk, not for 2,048 inputs (10.9 s on a
+        2-core host, docs/benchmarks.md "Embeddings").
+        """
         await self.wait_ready()
+        if len(texts) <= _CHUNK_TEXTS:
+            return await self._queued(texts)
+        chunks = [texts[i : i + _CHUNK_TEXTS] for i in range(0, len(texts), _CHUNK_TEXTS)]
+        return np.concatenate([await self._queued(chunk) for chunk in chunks])
+
+    async def _queued(self, texts: list[str]) -> Vectors:
         pending = _Pending(texts, asyncio.get_running_loop().create_future())
         self._pending.append(pending)
         if self._drain is None or self._drain.done():
