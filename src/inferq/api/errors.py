@@ -110,5 +110,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for backend_error in (RedisError, OperationalError, InterfaceError, DBAPIError, OSError):
         app.add_exception_handler(backend_error, _backend_down)
-    app.add_exception_handler(UnicodeEncodeError, _backend_down)  # it only ever refuses
+    app.add_exception_handler(UnicodeEncodeError, _backend_down)  # input_error makes it a 400
     app.add_exception_handler(Exception, _unexpected)
