@@ -6,7 +6,8 @@
 #   `unlimited` tier (no rate limit in the way of a load test).
 #
 #   bench/stack.sh start     migrate, create the key (once), start all three in the background
-#   bench/stack.sh stop      stop them (by the pids this script wrote)
+#                            (refused while an earlier start is still running)
+#   bench/stack.sh stop      stop them (by the pids this script wrote; KILL after 15 s)
 #   bench/stack.sh env       print the exports `inferq bench` needs (eval "$(bench/stack.sh env)")
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,8 +21,22 @@ export INFERQ_MAX_QUEUE_DEPTH="${INFERQ_MAX_QUEUE_DEPTH:-5000}"  # 1,000 idle jo
 export HF_HUB_OFFLINE=1
 IQ="$ROOT/.venv/bin/inferq"
 
+running() {  # a process this script started that is still alive
+  for name in api worker echo; do
+    if [ -f "$RUN/$name.pid" ] && kill -0 "$(cat "$RUN/$name.pid")" 2>/dev/null; then
+      return 0
+    fi
+  done
+  return 1
+}
+
 start() {
   mkdir -p "$RUN"
+  # A second set would share db 5's queues with the first: two llama.cpp workers on two cores.
+  if running; then
+    echo "the bench stack is already running; bench/stack.sh stop first" >&2
+    exit 1
+  fi
   createdb -h 127.0.0.1 -U postgres inferq_bench 2>/dev/null || true
   "$IQ" migrate
   if [ ! -s "$RUN/key" ]; then
@@ -44,10 +59,19 @@ start() {
 
 stop() {
   for name in api worker echo; do
-    if [ -f "$RUN/$name.pid" ]; then
-      kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
-      rm -f "$RUN/$name.pid"
-    fi
+    [ -f "$RUN/$name.pid" ] && kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
+  done
+  # Celery's warm shutdown waits for the task in hand, and the echo worker's idle jobs take a
+  # minute a token: a worker left behind would take the next stack's jobs. 15 s, then KILL.
+  for name in api worker echo; do
+    [ -f "$RUN/$name.pid" ] || continue
+    pid="$(cat "$RUN/$name.pid")"
+    for _ in $(seq 1 30); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.5
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$RUN/$name.pid"
   done
 }
 
