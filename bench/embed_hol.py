@@ -41,6 +41,9 @@ async def main(api: str, key: str, inputs: int) -> None:
             latencies.append((time.perf_counter() - started) * 1000)
             print(f"\r{len(latencies)} one-input requests", end="", flush=True)
         seconds, status = await task
+    if not latencies:
+        print(f"\n{inputs} inputs: {seconds:.2f} s (HTTP {status}), too quick to measure behind")
+        return
     latencies.sort()
     print(
         f"\n{inputs} inputs: {seconds:.2f} s (HTTP {status}); one-input requests meanwhile: "

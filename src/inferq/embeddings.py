@@ -134,8 +134,8 @@ class Embedder:
         """Unit-length float32 vectors, one row per text, in order.
 
         A long request is queued one chunk at a time, each behind whatever arrived meanwhile:
-        a prompt's L2 lookup then waits for one chunk, not for 2,048 inputs (10.9 s on a
-        2-core host, docs/benchmarks.md "Embeddings").
+        a prompt's L2 lookup then waits for one chunk, not for 2,048 inputs (15 s on a
+        2-core host, docs/benchmarks.md "Embeddings behind a large request").
         """
         await self.wait_ready()
         if len(texts) <= _CHUNK_TEXTS:
