@@ -9,6 +9,9 @@
 #                            (refused while an earlier start is still running)
 #   bench/stack.sh stop      stop them (by the pids this script wrote; KILL after 15 s)
 #   bench/stack.sh env       print the exports `inferq bench` needs (eval "$(bench/stack.sh env)")
+#
+# A second set beside this one needs its own BENCH_RUN_DIR, INFERQ_API_PORT, INFERQ_REDIS_URL,
+# INFERQ_DATABASE_URL (created if absent), INFERQ_WORKER_METRICS_PORT and BENCH_ECHO_METRICS_PORT.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 RUN="${BENCH_RUN_DIR:-/tmp/inferq-bench-stack}"
@@ -37,7 +40,7 @@ start() {
     echo "the bench stack is already running; bench/stack.sh stop first" >&2
     exit 1
   fi
-  createdb -h 127.0.0.1 -U postgres inferq_bench 2>/dev/null || true
+  createdb -h 127.0.0.1 -U postgres "${INFERQ_DATABASE_URL##*/}" 2>/dev/null || true
   "$IQ" migrate
   if [ ! -s "$RUN/key" ]; then
     (umask 077; "$IQ" keys create --tenant bench --tier unlimited --scopes inference,admin \
@@ -45,7 +48,7 @@ start() {
   fi
   "$IQ" worker --engine llamacpp --model gemma-3-270m >"$RUN/worker.log" 2>&1 &
   echo $! >"$RUN/worker.pid"
-  INFERQ_ECHO_TOKEN_DELAY_S=60 INFERQ_WORKER_METRICS_PORT=9181 \
+  INFERQ_ECHO_TOKEN_DELAY_S=60 INFERQ_WORKER_METRICS_PORT="${BENCH_ECHO_METRICS_PORT:-9181}" \
     "$IQ" worker --engine echo --model echo >"$RUN/echo.log" 2>&1 &
   echo $! >"$RUN/echo.pid"
   "$IQ" api >"$RUN/api.log" 2>&1 &
