@@ -76,7 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await deliverer.start()
     # Job outcomes feed the pools' circuit breakers (inferq.registry); one process acts.
     registry = model_registry(state.settings, state.redis, state.sessions)
-    await registry.snapshot()  # read (and seed) the registry before the first request needs it
+    await registry.start()  # read (and seed) the registry before the first request needs it
     watcher = BreakerWatcher(state.settings, state.redis, state.sessions, registry.breakers)
     await watcher.start()
     # What exists now lives as long as the process (about 155,000 objects: the modules, the
@@ -89,6 +89,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await watcher.stop()
+        await registry.stop()
         await deliverer.stop()
         await reconciler.stop()
         await state.cache.stop()

@@ -29,6 +29,7 @@ def pool_queue_name(engine: str, model: str, version: str | None, pool: str = ""
 
 
 REGISTRY_GENERATION_KEY = f"{KEY_PREFIX}:registry:generation"
+REGISTRY_CHANNEL = f"{KEY_PREFIX}:registry:changes"  # each new generation, as it is made
 BREAKER_WATCH_LOCK_KEY = f"{KEY_PREFIX}:breaker:watch:lock"
 BREAKER_CURSOR_KEY = f"{KEY_PREFIX}:breaker:cursor"
 BREAKER_KEY_PATTERN = f"{KEY_PREFIX}:breaker:pool:*"

@@ -2,8 +2,9 @@
 
 `gemma-3-270m` is its active version (or, while a traffic policy runs, the version the
 policy picks for this user); `gemma-3-270m:1.0.0` pins a version. The registry is read from
-PostgreSQL and cached per API process; every change bumps a generation counter in Redis, so
-all API processes see an activation on their next request (one GET per request).
+PostgreSQL and cached per API process; every change bumps a generation counter in Redis and
+announces it, so all API processes see an activation on their next request (a started
+registry follows the announcements; one that is not GETs the counter on every request).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from inferq.catalog import ModelSpec, catalog, ollama_spec
 from inferq.errors import ModelNotFound, NotFound, ServiceUnavailable
-from inferq.queue.names import DEFAULT_MODEL_VERSION, REGISTRY_GENERATION_KEY
+from inferq.queue.names import DEFAULT_MODEL_VERSION, REGISTRY_CHANNEL, REGISTRY_GENERATION_KEY
 from inferq.queue.registry import registry_view
 from inferq.registry import policies, repository
 from inferq.registry.breaker import Breakers
+from inferq.registry.generation import GenerationFollower, generation_of
 from inferq.registry.models import ModelVersion, TrafficPolicy, VersionState
 from inferq.registry.routing import Pool, pools_of, rank, with_adapter
 from inferq.settings import Settings
@@ -131,14 +133,25 @@ class ModelRegistry:
         self.sessions = sessions
         self.breakers = Breakers(settings, client)
         self._snapshot = Snapshot()
-        self._generation: bytes | str | None = None
+        self._follower = GenerationFollower(client)
+        self._generation: int | None = None
         self._read_at = float("-inf")
         self._reading: asyncio.Future[None] | None = None
         self._seeded = False
 
+    async def start(self) -> None:
+        """Follow the generation's announcements, and read (and seed) the registry."""
+        await self._follower.start()
+        await self.snapshot()
+
+    async def stop(self) -> None:
+        await self._follower.stop()
+
     async def changed(self) -> None:
         """Call after committing a registry change: every API process re-reads."""
-        await self.redis.incr(REGISTRY_GENERATION_KEY)
+        generation = await self.redis.incr(REGISTRY_GENERATION_KEY)
+        await self.redis.publish(REGISTRY_CHANNEL, generation)
+        self._follower.saw(generation)
         self._read_at = float("-inf")
 
     async def snapshot(self) -> Snapshot:
@@ -151,7 +164,9 @@ class ModelRegistry:
         same generation is served while it is re-read.
         """
         for _ in range(_MAX_WAITS):
-            generation = await self.redis.get(REGISTRY_GENERATION_KEY)
+            generation = self._follower.current
+            if generation is None:
+                generation = generation_of(await self.redis.get(REGISTRY_GENERATION_KEY))
             # Never read, a new generation, or this process's own change (`changed`): wait.
             changed = generation != self._generation or self._read_at == float("-inf")
             if not changed and time.monotonic() - self._read_at <= _MAX_AGE_S:
@@ -165,7 +180,7 @@ class ModelRegistry:
             await asyncio.shield(self._reading)
         return self._snapshot
 
-    async def _read(self, generation: bytes | str | None) -> None:
+    async def _read(self, generation: int) -> None:
         async with self.sessions() as session:
             await self._seed(session)
             self._snapshot = await _load(session)
