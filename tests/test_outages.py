@@ -47,6 +47,8 @@ def words(tag: str, n: int) -> str:
 async def test_redis_down_answers_503_fast_and_recovers(
     cluster: Cluster, api: httpx.AsyncClient
 ) -> None:
+    finished = await submit(api, model="echo", prompt="f", max_tokens=1)
+    await wait_final(api, finished["id"], timeout=30)
     running = await submit(api, model="echo", prompt=words("d", 60), max_tokens=60)
     await read_sse(api, running["id"], stop_after=2)
     cluster.redis.stop()
@@ -54,6 +56,8 @@ async def test_redis_down_answers_503_fast_and_recovers(
         for method, url, body in [
             ("POST", "/v1/jobs", {"model": "echo", "prompt": "x", "max_tokens": 2}),
             ("GET", f"/v1/jobs/{running['id']}", None),  # live output comes from Redis
+            ("GET", f"/v1/jobs/{running['id']}/events", None),
+            ("GET", f"/v1/jobs/{finished['id']}/events", None),  # its log is in Redis
         ]:
             started = time.monotonic()
             response = await api.request(method, url, json=body)

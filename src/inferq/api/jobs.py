@@ -11,7 +11,7 @@ from inferq.api import job_service
 from inferq.api.deps import SessionDep, StateDep
 from inferq.api.pagination import decode_cursor, encode_cursor
 from inferq.api.schemas import JobAccepted, JobCreate, JobLinks, JobList, JobView
-from inferq.api.sse import job_event_stream, with_keepalive
+from inferq.api.sse import SSE_HEADERS, finished_frames, job_event_stream, with_keepalive
 from inferq.auth.principal import current_tenant_id
 from inferq.cache.service import HEADER as CACHE_HEADER
 from inferq.cache.service import cache_header
@@ -110,17 +110,22 @@ async def events(
     state: StateDep,
     session: SessionDep,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+) -> Response:
     job = await job_service.load_job(session, job_id)
     start = _resume_point(last_event_id)
     # A stream can last for hours: it must not hold a pooled PostgreSQL connection meanwhile.
     await session.close()
+    if JobStatus(job.status).is_final:
+        # Read before the 200, so that a Redis outage is a 503 here too. One body: a cache
+        # hit read this way paid for a ping and the keepalive loop's tasks for nothing.
+        body = await finished_frames(state.redis, state.hub, job, start)
+        return Response(body, media_type="text/event-stream", headers=SSE_HEADERS)
     # Once the 200 is sent, a Redis outage can only break the stream: answer 503 now instead.
     await state.redis.ping()
     return StreamingResponse(
         with_keepalive(job_event_stream(state.redis, state.hub, job, start)),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers=SSE_HEADERS,
     )
 
 

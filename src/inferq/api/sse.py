@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from inferq.api.job_events import job_events
 from inferq.api.shutdown import shutdown_signal
-from inferq.db.models import Job, JobStatus
+from inferq.db.models import Job
 from inferq.queue.hub import EventHub
 
 
@@ -21,6 +21,8 @@ def sse_frame(event: dict[str, Any]) -> bytes:
     return f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
 
 
+# No caching, and no buffering by a proxy in front (nginx's header): events must flow as sent.
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 KEEPALIVE_S = 15.0
 SHUTDOWN_COMMENT = b": server shutting down; reconnect with Last-Event-ID\n\n"
 
@@ -58,11 +60,11 @@ async def job_event_stream(
     client: aioredis.Redis, hub: EventHub, job: Job, start: int
 ) -> AsyncIterator[bytes]:
     """Every event of the job from seq `start`, replayed then live, as SSE frames."""
-    events = job_events(client, hub, job, start)
-    if JobStatus(job.status).is_final:
-        # Every event is there already (a cache hit, a late reader): one write, not one per
-        # token, each with its task and wakeup in the response's keepalive loop.
-        yield b"".join([sse_frame(event) async for event in events])
-        return
-    async for event in events:
+    async for event in job_events(client, hub, job, start):
         yield sse_frame(event)
+
+
+async def finished_frames(client: aioredis.Redis, hub: EventHub, job: Job, start: int) -> bytes:
+    """The SSE frames of a finished job from seq `start`, all of them: every event is there
+    already (a cache hit, a late reader), so they make one body, not a stream."""
+    return b"".join([sse_frame(event) async for event in job_events(client, hub, job, start)])

@@ -31,7 +31,7 @@ from inferq.api.openai.schemas import ChatCompletionRequest, CompletionRequest, 
 from inferq.api.openai.streaming import ChatFrames, Frames, TextFrames, relay
 from inferq.api.openapi_bodies import json_body
 from inferq.api.schemas import JobCreate
-from inferq.api.sse import with_keepalive
+from inferq.api.sse import SSE_HEADERS, with_keepalive
 from inferq.api.state import AppState
 from inferq.cache.service import cache_header
 from inferq.db.models import Job
@@ -39,8 +39,6 @@ from inferq.embeddings import Embedder
 from inferq.errors import InferqError, ServiceUnavailable
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-
-_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def get_embedder(request: Request) -> Embedder | None:
@@ -115,7 +113,7 @@ def stream(state: AppState, submitted: Submitted, frames: Frames) -> StreamingRe
         # SSE comments keep idle proxies open and are skipped by the OpenAI clients.
         with_keepalive(guard_stream(state, submitted.jobs, relay(state, submitted.jobs, frames))),
         media_type="text/event-stream",
-        headers={**submitted.headers, **_SSE_HEADERS},
+        headers={**submitted.headers, **SSE_HEADERS},
     )
 
 
