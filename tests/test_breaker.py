@@ -8,12 +8,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
 
+from inferq.db.models import Job
+from inferq.db.session import make_engine, make_sessionmaker
 from inferq.metrics import BREAKER_STATE
+from inferq.queue.names import BREAKER_CURSOR_KEY
 from inferq.registry.breaker import CLOSED, HALF_OPEN, OPEN, Breakers
+from inferq.registry.outcomes import BreakerWatcher
 from inferq.settings import get_settings
 
 COOLDOWN_S = 0.3
@@ -96,3 +101,38 @@ async def test_reset_closes_and_lists(breakers: Breakers) -> None:
     assert await breakers.reset(pool)
     assert (await breakers.describe(pool))["state"] == CLOSED
     assert (await breakers.admit(pool, _job())).allowed
+
+
+async def test_failures_the_request_caused_do_not_count() -> None:
+    """Five jobs whose grammar llama.cpp refused opened the pool's breaker: every tenant then
+    got 503 for a model whose workers were healthy."""
+    settings = get_settings()  # the rules of the test API's own watcher, which may count first
+    engine = make_engine(settings)
+    client = aioredis.Redis.from_url(settings.redis_url)
+    breakers = Breakers(settings, client)
+    watcher = BreakerWatcher(settings, client, make_sessionmaker(engine), breakers)
+    pool = _pool()
+
+    async def fail(code: str) -> None:
+        async with make_sessionmaker(engine)() as session:
+            for _ in range(settings.breaker_failures):
+                job = Job(
+                    id=uuid.uuid4(), created_at=datetime.now(UTC), model="echo", engine="echo",
+                    params={"max_tokens": 1}, prompt="p", prompt_tokens=1, queue=pool,
+                    status="failed", error={"code": code, "message": "m"},
+                    finished_at=datetime.now(UTC),
+                )  # fmt: skip
+                session.add(job)
+            await session.commit()
+        await watcher.tick()
+
+    try:
+        await client.delete(BREAKER_CURSOR_KEY)  # read from now: not every earlier test's jobs
+        await fail("invalid_grammar")
+        assert (await breakers.admit(pool, _job())).allowed
+        await fail("engine_error")
+        assert not (await breakers.admit(pool, _job())).allowed
+    finally:
+        await breakers.reset(pool)
+        await client.aclose()
+        await engine.dispose()

@@ -202,3 +202,11 @@ async def test_format_schema_on_the_real_model(oll: ollama.Client) -> None:
     )
     assert out.done_reason == "stop"
     assert isinstance(json.loads(out.response or "")["color"], str)
+
+
+async def test_a_format_llama_cpp_cannot_compile_is_400(oll: ollama.Client) -> None:
+    with pytest.raises(ollama.ResponseError) as refused:
+        await asyncio.to_thread(
+            oll.generate, model="gemma-3-270m", prompt="x", format={"enum": []}, stream=False
+        )
+    assert refused.value.status_code == 400 and "format" in refused.value.error

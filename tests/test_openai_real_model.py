@@ -128,3 +128,40 @@ async def test_streaming_on_the_real_model(stack: str) -> None:
     assert text and chunks[-1].usage is not None
     assert 1 <= chunks[-1].usage.completion_tokens <= 12
     await client.close()
+
+
+class Address(BaseModel):
+    zip: str = Field(pattern=r"^\d{5}$")
+    email: str = Field(pattern=r"^[\w.-]+@[\w-]+\.[a-z]{2,3}$")
+
+
+async def test_json_schema_patterns_with_regex_classes(oai: openai.OpenAI) -> None:
+    """`\\d`, `\\w` and `\\.` in a pattern used to fail in the worker as 500 engine_error."""
+    completion = await asyncio.to_thread(
+        oai.chat.completions.parse,
+        model=MODEL,
+        messages=[{"role": "user", "content": "An address as JSON."}],
+        response_format=Address,
+        max_tokens=60,
+        temperature=0.0,
+    )
+    address = completion.choices[0].message.parsed
+    assert isinstance(address, Address)  # the patterns held: pydantic checked them
+
+
+@pytest.mark.parametrize("schema", [{"enum": []}, {"anyOf": []}])
+async def test_a_schema_llama_cpp_cannot_compile_is_400_before_any_job(
+    oai: openai.OpenAI, db: asyncpg.Connection, schema: dict[str, object]
+) -> None:
+    jobs = await db.fetchval("SELECT count(*) FROM jobs")
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        await asyncio.to_thread(
+            oai.chat.completions.create,
+            model=MODEL,
+            messages=[{"role": "user", "content": "x"}],
+            response_format=fmt,  # type: ignore[arg-type]
+            max_tokens=4,
+        )
+    assert refused.value.code == "unsupported_json_schema"
+    assert await db.fetchval("SELECT count(*) FROM jobs") == jobs

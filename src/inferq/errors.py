@@ -68,6 +68,12 @@ class ServiceUnavailable(InferqError):
         self.retry_after_s = retry_after_s
 
 
+# Failures that a job's own request caused (a grammar llama.cpp cannot compile, a prompt too
+# long for the engine): 400 to the client, and no mark against the pool that ran the job
+# (inferq.registry.outcomes), whose workers are healthy.
+REQUEST_ERROR_CODES = frozenset({"context_length_exceeded", "invalid_grammar"})
+
+
 class EngineError(InferqError):
     """An engine failed while generating; the job ends `failed` with this code."""
 

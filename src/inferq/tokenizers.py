@@ -19,6 +19,8 @@ class Tokenizer(Hashable, Protocol):
 
     def render_chat(self, messages: Sequence[dict[str, Any]]) -> str: ...
 
+    def grammar_parses(self, grammar: str) -> bool: ...
+
 
 def llama_encode(llm: Any, text: str) -> list[int]:
     """Tokenize as llama.cpp's server does: special tokens parsed, one BOS at the start.
@@ -60,6 +62,18 @@ class LlamaTokenizer:
         with self._lock:
             return llama_encode(self._llm, text)
 
+    def grammar_parses(self, grammar: str) -> bool:
+        """Whether llama.cpp would compile this GBNF against this vocabulary, as a worker will."""
+        import llama_cpp
+
+        with self._lock:
+            vocab = self._llm._model.vocab
+            sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+            if not sampler:  # a NULL pointer: the GBNF did not parse
+                return False
+            llama_cpp.llama_sampler_free(sampler)
+            return True
+
     def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
         from jinja2 import TemplateError
 
@@ -78,6 +92,9 @@ class WordTokenizer:
 
     def render_chat(self, messages: Sequence[dict[str, Any]]) -> str:
         return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+    def grammar_parses(self, grammar: str) -> bool:
+        return True  # the echo engine constrains nothing
 
 
 class Tokenizers:

@@ -4,6 +4,8 @@ Workers stay unaware of breakers: one API process at a time (a Redis lock) reads
 ended since its cursor, and counts each once (a per-job Redis marker), so several API
 processes and overlapping reads never count an outcome twice. The read overlaps the previous
 one by a few seconds, because a job's `finished_at` is set before its transaction commits.
+A cancelled job, or one that failed by its request's own fault (`REQUEST_ERROR_CODES`), says
+nothing about the pool and is not counted.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis.asyncio as aioredis
 from sqlalchemy import select
@@ -19,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from inferq.background import cancel_task
 from inferq.db.models import Job, JobStatus
+from inferq.errors import REQUEST_ERROR_CODES
 from inferq.queue.names import BREAKER_CURSOR_KEY, BREAKER_WATCH_LOCK_KEY, breaker_seen_key
 from inferq.registry.breaker import Breakers
 from inferq.settings import Settings
@@ -87,7 +91,7 @@ class BreakerWatcher:
         # off, as on this project's machines) scanned every finished job by the status index,
         # 66 ms twice a second at 61,000 jobs, instead of this range of ix_jobs_finished_at.
         query = (
-            select(Job.id, Job.queue, Job.status, Job.finished_at)
+            select(Job.id, Job.queue, Job.status, Job.finished_at, Job.error)
             .where(Job.queue.is_not(None), Job.finished_at > since)
             .order_by(Job.finished_at)
             .limit(_BATCH)
@@ -95,9 +99,9 @@ class BreakerWatcher:
         async with self._sessions() as session:
             rows = (await session.execute(query)).all()
         counted = 0
-        for job_id, queue, status, _ in rows:
-            if status not in _OUTCOMES:
-                continue  # cancelled: says nothing about the pool's health
+        for job_id, queue, status, _, error in rows:
+            if status not in _OUTCOMES or _request_caused(error):
+                continue  # cancelled, or the request's own fault: nothing about the pool
             if queue and await self._redis.set(
                 breaker_seen_key(str(job_id)), "1", nx=True, ex=_SEEN_TTL_S
             ):
@@ -108,3 +112,7 @@ class BreakerWatcher:
         elif not raw:
             await self._redis.set(BREAKER_CURSOR_KEY, datetime.now(UTC).isoformat())
         return counted
+
+
+def _request_caused(error: dict[str, Any] | None) -> bool:
+    return isinstance(error, dict) and error.get("code") in REQUEST_ERROR_CODES

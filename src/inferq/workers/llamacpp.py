@@ -176,7 +176,9 @@ class LlamaCppEngine:
             )
             if not grammar:  # a NULL pointer: the GBNF did not parse
                 llama_cpp.llama_sampler_free(chain)
-                raise InvalidRequest("the grammar could not be parsed", param="grammar")
+                raise InvalidRequest(
+                    "the grammar could not be parsed", param="grammar", code="invalid_grammar"
+                )
             add(chain, grammar)
         if params.presence_penalty or params.frequency_penalty:
             add(

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from inferq.cache.fill import fill_cache
 from inferq.db import jobs as job_repo
 from inferq.db.models import Job, JobStatus
+from inferq.errors import REQUEST_ERROR_CODES, InferqError
 from inferq.logs import job_id_var
 from inferq.metrics import RUNNING_JOBS, observe_job
 from inferq.queue.events import attempt_seq_floor
@@ -162,8 +163,12 @@ def _generate(runtime: WorkerRuntime, job: Job, publisher: EventPublisher, lease
     except AttemptLost:
         raise
     except Exception as exc:  # an engine failure must end the job, never leave it running
-        log.exception("engine failed")
-        outcome.error = {"code": "engine_error", "message": f"{type(exc).__name__}: {exc}"}
+        code = exc.code if isinstance(exc, InferqError) else "engine_error"
+        if code in REQUEST_ERROR_CODES:
+            log.warning("request refused by the engine", extra={"error": str(exc), "code": code})
+        else:
+            log.exception("engine failed")
+        outcome.error = {"code": code, "message": f"{type(exc).__name__}: {exc}"}
     finally:
         span.set_attribute("inferq.completion_tokens", outcome.completion_tokens)
         span.end()

@@ -45,7 +45,7 @@ def spec_of(state: AppState, name: str) -> ModelSpec:
         ) from None
 
 
-def _grammar(spec: ModelSpec, fmt: str | dict[str, Any] | None) -> str | None:
+def _grammar(state: AppState, spec: ModelSpec, fmt: str | dict[str, Any] | None) -> str | None:
     if fmt in (None, ""):
         return None
     if spec.engine not in GRAMMAR_ENGINES:
@@ -53,7 +53,10 @@ def _grammar(spec: ModelSpec, fmt: str | dict[str, Any] | None) -> str | None:
     if fmt == "json":
         return JSON_OBJECT_GBNF
     if isinstance(fmt, dict):
-        return json_schema_grammar(fmt, param="format")
+        tokenizer = state.tokenizers.loaded(spec)  # one that is not loaded yet: the worker checks
+        return json_schema_grammar(
+            fmt, param="format", parses=tokenizer.grammar_parses if tokenizer else None
+        )
     raise InvalidRequest(f'invalid format "{fmt}": use "json" or a JSON schema', param="format")
 
 
@@ -82,7 +85,7 @@ def job_of(
         )
     except ValidationError as exc:
         raise InvalidRequest(str(invalid_request_of(exc).message)) from None
-    return body, _grammar(spec, req.format), fill
+    return body, _grammar(state, spec, req.format), fill
 
 
 def chat_messages(messages: list[Message]) -> list[ChatMessage]:

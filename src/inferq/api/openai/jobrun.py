@@ -25,7 +25,7 @@ from inferq.api.schemas import JobCreate
 from inferq.api.state import AppState
 from inferq.background import spawn
 from inferq.db.models import Job, JobStatus
-from inferq.errors import InferqError
+from inferq.errors import REQUEST_ERROR_CODES, InferqError
 from inferq.queue.events import current_attempt_text, is_final
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def raise_for_outcome(job: Job, event: dict[str, Any]) -> None:
             f"Job {job.id} failed: {error.get('message', 'unknown error')}",
             code=error.get("code", "engine_error"),
         )
-        if failure.code == "context_length_exceeded":
+        if failure.code in REQUEST_ERROR_CODES:
             failure.status_code, failure.error_type = 400, "invalid_request_error"
         raise failure
     if event.get("finish_reason") == "cancelled":
