@@ -12,7 +12,8 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import API_KEY, AUTH, wait_final
+from tests.auth_helpers import bearer, create_key, create_tenant
+from tests.conftest import API_KEY, AUTH, _pg_dsn, wait_final
 
 
 @pytest.fixture
@@ -383,3 +384,18 @@ def test_usage_counts_a_choice_whose_usage_is_null_as_zero() -> None:
     assert service._usage(jobs, ended).model_dump() == {
         "prompt_tokens": 5, "completion_tokens": 0, "total_tokens": 5,
     }  # fmt: skip
+
+
+async def test_a_request_refused_at_a_later_choice_leaves_no_job_running(stack: str) -> None:
+    """n=3 on a key allowed 2 concurrent jobs: choices 0 and 1 were queued, then the 429."""
+    tenant_id, _ = await create_tenant(_pg_dsn(), f"n-refused-{uuid.uuid4().hex[:8]}")
+    key = await create_key(_pg_dsn(), tenant_id, limits=(None, None, 2))
+    body = {"model": "echo", "messages": [{"role": "user", "content": "x"}], "max_tokens": 200}
+    async with httpx.AsyncClient(base_url=stack, headers=bearer(key), timeout=60) as c:
+        refused = await c.post("/v1/chat/completions", json={**body, "n": 3})
+        assert refused.status_code == 429, refused.text
+        jobs = (await c.get("/v1/jobs")).json()["data"]
+        assert len(jobs) == 2 and {job["status"] for job in jobs} == {"cancelled"}
+        # The cancelled choices hold none of the key's two slots.
+        alone = await c.post("/v1/jobs", json={**body, "max_tokens": 1})
+        assert alone.status_code == 202, alone.text

@@ -73,14 +73,20 @@ async def submit_choices(
     ids = [uuid.uuid4() for _ in range(n)]
     await job_service.claim_request_id(state, session, ids)
     group = dataclasses.replace(options, group_id=uuid.uuid4(), request_id_claimed=True)
-    jobs = []
-    for index, job_id in enumerate(ids):
-        seed = None if body.seed is None else (body.seed + index) % 2**32
-        choice = body.model_copy(update={"seed": seed})
-        sibling = dataclasses.replace(group, choice_index=index)
-        jobs.append(
-            await job_service.submit_job(state, session, choice, job_id=job_id, options=sibling)
-        )
+    jobs: list[Job] = []
+    try:
+        for index, job_id in enumerate(ids):
+            seed = None if body.seed is None else (body.seed + index) % 2**32
+            choice = body.model_copy(update={"seed": seed})
+            sibling = dataclasses.replace(group, choice_index=index)
+            jobs.append(
+                await job_service.submit_job(state, session, choice, job_id=job_id, options=sibling)
+            )
+    except Exception:
+        # All or nothing: a request refused at a later choice (a rate limit, a full queue)
+        # must not leave its first choices running, unseen, on the tenant's limits.
+        await _cancel(state, [str(job.id) for job in jobs])
+        raise
     return jobs
 
 
