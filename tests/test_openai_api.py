@@ -362,6 +362,36 @@ async def test_nonstream_disconnect_cancels_job(
     assert job["usage"]["completion_tokens"] < 200
 
 
+async def test_a_retry_after_a_timeout_runs_again_under_its_idempotency_key(
+    stack: str, client: httpx.AsyncClient
+) -> None:
+    """The first request's client left, so its job was cancelled: the retry that the key
+    exists for used to get 409 job_cancelled for the key's whole lifetime."""
+    body = {"model": "echo", "messages": user("r " * 20), "max_tokens": 60}  # 1.8 s
+    headers = {**AUTH, "Idempotency-Key": f"retry-{uuid.uuid4().hex}"}
+    async with httpx.AsyncClient(base_url=stack, timeout=0.8, headers=headers) as impatient:
+        with pytest.raises(httpx.ReadTimeout):
+            await impatient.post("/v1/chat/completions", json=body)
+    short = {**body, "max_tokens": 3}  # the same key with another body is refused, as before
+    assert (
+        await client.post("/v1/chat/completions", json=short, headers=headers)
+    ).status_code == 422
+    async with asyncio.timeout(30):
+        while True:  # 409 until the cancelled job has stopped, then it runs anew
+            retry = await client.post(
+                "/v1/chat/completions", json=body, headers=headers, timeout=120
+            )
+            if retry.status_code != 409 or retry.json()["error"]["code"] == "job_cancelled":
+                break
+            await asyncio.sleep(0.2)
+    assert retry.status_code == 200, retry.text
+    assert "x-inferq-idempotent-replay" not in retry.headers
+    assert retry.json()["choices"][0]["finish_reason"] == "length"
+    replay = await client.post("/v1/chat/completions", json=body, headers=headers)
+    assert replay.headers["x-inferq-idempotent-replay"] == "true"
+    assert replay.json()["choices"] == retry.json()["choices"]
+
+
 async def test_models_only_live(oai: openai.OpenAI) -> None:
     ids = {m.id for m in await asyncio.to_thread(lambda: list(oai.models.list()))}
     assert {"echo", "gemma-3-270m"} <= ids

@@ -47,7 +47,8 @@ from inferq.tokenizers import Tokenizer
 _INLINE_TOKENIZE_CHARS = 4096
 _CANCEL_WAIT_S = 2.0
 # Take a request id over only if it still names the finished jobs that were checked.
-_TAKE_OVER = """
+# Replace a key's value, with a TTL, only if it still holds what the caller read.
+TAKE_OVER = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 end
@@ -237,7 +238,7 @@ async def claim_request_id(
         held = holder.decode() if isinstance(holder, bytes) else str(holder)
         if not await _all_final(session, held.split(",")):
             break
-        if await state.redis.eval(_TAKE_OVER, 1, key, held, value, str(ttl)):
+        if await state.redis.eval(TAKE_OVER, 1, key, held, value, str(ttl)):
             return
     raise RequestIdInUse(
         f"A request with id '{request_id}' is still in flight.", param="X-Request-ID"

@@ -1,5 +1,7 @@
 """Idempotency-Key: the same key and body within the TTL answers from the jobs the first
 request created (no second generation); another body is 422; while the first runs, 409.
+Jobs that were cancelled (their client left, or cancelled them) gave nobody an answer, so a
+retry with the key runs again instead of replaying the cancellation.
 
 The record lives in Redis (body hash and job ids); the key is also stored on each job row.
 The answer is rebuilt from the jobs' events, so a replay is byte-for-byte the same response.
@@ -59,31 +61,34 @@ class IdempotentRequest:
             if await redis.set(self._record_key, fresh, nx=True, ex=ttl):
                 return None
             raw = await redis.get(self._record_key)
-            if raw is not None:
-                return await self._replay_of(json.loads(raw))
+            if raw is None:
+                continue
+            replay = await self._replay_of(json.loads(raw))
+            if replay is not None:
+                return replay
+            if await redis.eval(job_service.TAKE_OVER, 1, self._record_key, raw, fresh, ttl):
+                return None
         raise IdempotencyKeyInUse("This Idempotency-Key is being used; retry shortly.")
 
-    async def _replay_of(self, record: dict[str, Any]) -> list[str]:
+    async def _replay_of(self, record: dict[str, Any]) -> list[str] | None:
+        """The jobs to answer from; None when they were cancelled (run the request again)."""
         if record["body"] != self._body_hash:
             raise IdempotencyKeyReused(
                 "This Idempotency-Key was used with a different request body.",
                 param="Idempotency-Key",
             )
         job_ids: list[str] = record["jobs"]
-        if not job_ids or not await self._all_final(job_ids):
+        statuses = await self._statuses(job_ids)
+        if not job_ids or not all(status.is_final for status in statuses):
             raise IdempotencyKeyInUse(
                 "A request with this Idempotency-Key is still in flight.",
                 param="Idempotency-Key",
             )
-        return job_ids
+        return None if JobStatus.CANCELLED in statuses else job_ids
 
-    async def _all_final(self, job_ids: list[str]) -> bool:
+    async def _statuses(self, job_ids: list[str]) -> list[JobStatus]:
         async with self._state.sessions() as session:
-            for job_id in job_ids:
-                job = await job_service.load_job(session, job_id)
-                if not JobStatus(job.status).is_final:
-                    return False
-        return True
+            return [JobStatus((await job_service.load_job(session, j)).status) for j in job_ids]
 
     async def bind(self, job_ids: list[str]) -> None:
         record = json.dumps({"body": self._body_hash, "jobs": job_ids})
