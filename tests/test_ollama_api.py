@@ -210,3 +210,20 @@ async def test_a_format_llama_cpp_cannot_compile_is_400(oll: ollama.Client) -> N
             oll.generate, model="gemma-3-270m", prompt="x", format={"enum": []}, stream=False
         )
     assert refused.value.status_code == 400 and "format" in refused.value.error
+
+
+async def test_the_cache_field_and_a_num_predict_past_the_context(
+    client: httpx.AsyncClient,
+) -> None:
+    """`cache` was ignored here; a num_predict past the context was refused, where Ollama
+    generates until the context is full."""
+    body = {"model": "echo", "prompt": f"c {uuid.uuid4().hex}", "stream": False,
+            "options": {"num_predict": 1}, "cache": {"mode": "off"}}  # fmt: skip
+    for _ in range(2):
+        response = await client.post("/api/generate", json=body)
+        assert response.status_code == 200 and response.headers["x-inferq-cache"] == "miss"
+    long = {**body, "prompt": "p", "options": {"num_predict": 10**6}, "stream": True}
+    async with client.stream("POST", "/api/generate", json=long) as response:
+        assert response.status_code == 200
+        first = json.loads(await anext(response.aiter_lines()))
+        assert first["done"] is False and "error" not in first

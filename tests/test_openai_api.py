@@ -429,3 +429,23 @@ async def test_a_request_refused_at_a_later_choice_leaves_no_job_running(stack: 
         # The cancelled choices hold none of the key's two slots.
         alone = await c.post("/v1/jobs", json={**body, "max_tokens": 1})
         assert alone.status_code == 202, alone.text
+
+
+async def test_the_cache_body_field_and_the_context_bound(client: httpx.AsyncClient) -> None:
+    """`cache` was dropped as an unknown field here (only /v1/jobs read it); a max_tokens past
+    the context was REST's 422, where OpenAI's clients expect 400."""
+    body = {"model": "echo", "messages": user(f"c {uuid.uuid4().hex}"), "max_tokens": 1}
+    off = {**body, "cache": {"mode": "off"}}
+    for _ in range(2):
+        response = await client.post("/v1/chat/completions", json=off)
+        assert response.headers["x-inferq-cache"] == "miss"
+    assert (await client.post("/v1/chat/completions", json=body)).headers[
+        "x-inferq-cache"
+    ] == "miss"
+    hit = await client.post("/v1/chat/completions", json=body)
+    assert hit.headers["x-inferq-cache"] == "hit-exact"
+    bad = await client.post("/v1/chat/completions", json={**body, "cache": {"mode": "sometimes"}})
+    assert bad.status_code == 400
+    huge = await client.post("/v1/completions", json={"model": "echo", "prompt": "x",
+                                                      "max_tokens": 10**6})  # fmt: skip
+    assert huge.status_code == 400 and huge.json()["error"]["param"] == "max_tokens"

@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inferq.api.schemas import CacheOptions
+
 
 class OllamaRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -41,6 +43,7 @@ class GenerationFields(OllamaRequest):
     format: str | dict[str, Any] | None = None
     options: Options | None = None
     keep_alive: Any = None
+    cache: CacheOptions | None = None  # inferq's own, as on /v1/jobs
 
 
 class ChatRequest(GenerationFields):

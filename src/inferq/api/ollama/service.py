@@ -69,8 +69,9 @@ def job_of(
     num_predict = opts.num_predict if opts else None
     if num_predict == 0 or (num_predict or 0) < -2:
         raise InvalidRequest("num_predict must be positive, -1 or -2", param="num_predict")
-    fill = num_predict is None or num_predict < 0
-    max_tokens = 1 if num_predict is None or num_predict < 0 else num_predict
+    # Ollama stops at the context rather than refuse a num_predict past it.
+    fill = num_predict is None or num_predict < 0 or num_predict > spec.context_length
+    max_tokens = 1 if fill or num_predict is None else num_predict
     try:
         body = JobCreate(
             model=spec.name,
@@ -81,6 +82,7 @@ def job_of(
             seed=None if opts is None or opts.seed is None else opts.seed % 2**32,
             presence_penalty=(opts.presence_penalty if opts else None) or 0.0,
             frequency_penalty=(opts.frequency_penalty if opts else None) or 0.0,
+            cache=req.cache,
             **input,
         )
     except ValidationError as exc:

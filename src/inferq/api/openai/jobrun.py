@@ -25,7 +25,7 @@ from inferq.api.schemas import JobCreate
 from inferq.api.state import AppState
 from inferq.background import spawn
 from inferq.db.models import Job, JobStatus
-from inferq.errors import REQUEST_ERROR_CODES, InferqError
+from inferq.errors import REQUEST_ERROR_CODES, InferqError, InvalidRequest, InvalidValue
 from inferq.queue.events import current_attempt_text, is_final
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,19 @@ async def submit_choices(
     options: job_service.SubmitOptions,
 ) -> list[Job]:
     """One job per choice; n > 1 gives sibling jobs sharing a group id, each seeded apart."""
+    try:
+        return await _submit_all(state, session, body, n, options)
+    except InvalidValue as exc:  # REST's 422 for a value out of range: OpenAI and Ollama say 400
+        raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
+
+
+async def _submit_all(
+    state: AppState,
+    session: AsyncSession,
+    body: JobCreate,
+    n: int,
+    options: job_service.SubmitOptions,
+) -> list[Job]:
     if n == 1:
         return [await job_service.submit_job(state, session, body, options=options)]
     ids = [uuid.uuid4() for _ in range(n)]

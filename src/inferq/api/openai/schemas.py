@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inferq.api.schemas import CacheOptions
+
 
 class OpenAIRequest(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
@@ -49,6 +51,7 @@ class SamplingFields(OpenAIRequest):
     user: str | None = Field(default=None, strict=True, max_length=256)
     stream: bool | None = Field(default=False, strict=True)
     stream_options: StreamOptions | None = None
+    cache: CacheOptions | None = None  # inferq's own, as on /v1/jobs (extra_body in the clients)
 
 
 class ChatCompletionRequest(SamplingFields):

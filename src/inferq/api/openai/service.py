@@ -71,6 +71,7 @@ def _job_create(req: SamplingFields, max_tokens: int | None, **input: Any) -> Jo
             presence_penalty=req.presence_penalty or 0.0,
             frequency_penalty=req.frequency_penalty or 0.0,
             user=req.user,
+            cache=req.cache,
             **input,
         )
     except ValidationError as exc:
