@@ -165,3 +165,25 @@ async def test_a_schema_llama_cpp_cannot_compile_is_400_before_any_job(
         )
     assert refused.value.code == "unsupported_json_schema"
     assert await db.fetchval("SELECT count(*) FROM jobs") == jobs
+
+
+async def test_messages_of_one_role_in_a_row_are_taken(
+    oai: openai.OpenAI, db: asyncpg.Connection
+) -> None:
+    """Two system messages, or context then question as two user messages: OpenAI and Ollama
+    take them; Gemma's template raised, so they were 400 "roles must alternate"."""
+    raw = await asyncio.to_thread(
+        oai.chat.completions.with_raw_response.create,
+        model=MODEL,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "system", "content": "Answer in English."},
+            {"role": "user", "content": "Paris is in France."},
+            {"role": "user", "content": "Where is Paris?"},
+        ],
+        max_tokens=2,
+    )
+    job_id = uuid.UUID(raw.headers["x-inferq-job-id"])
+    prompt = await db.fetchval("SELECT prompt FROM jobs WHERE id = $1", job_id)
+    assert "Be brief.\n\nAnswer in English.\n\nParis is in France.\n\nWhere is Paris?" in prompt
+    assert prompt.count("<start_of_turn>user") == 1

@@ -78,10 +78,29 @@ class LlamaTokenizer:
         from jinja2 import TemplateError
 
         try:
-            prompt: str = self._formatter(messages=cast(Any, list(messages))).prompt
+            merged = cast(Any, same_roles_merged(messages))
+            prompt: str = self._formatter(messages=merged).prompt
         except (TemplateError, ValueError) as exc:  # the template raises ValueError itself
             raise InvalidRequest(f"messages: {exc}", param="messages") from exc
         return prompt
+
+
+def same_roles_merged(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive messages of one role as one, their contents a blank line apart.
+
+    OpenAI and Ollama take two system messages, or two user messages, in a row (context,
+    then the question); templates such as Gemma's raise unless the roles alternate.
+    """
+    merged: list[dict[str, Any]] = []
+    for message in messages:
+        if merged and merged[-1]["role"] == message["role"]:
+            merged[-1] = {
+                **merged[-1],
+                "content": f"{merged[-1]['content']}\n\n{message['content']}",
+            }
+        else:
+            merged.append(dict(message))
+    return merged
 
 
 class WordTokenizer:
