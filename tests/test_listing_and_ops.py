@@ -40,6 +40,9 @@ async def test_health_and_ready(client: httpx.AsyncClient) -> None:
     assert (await client.get("/health")).json() == {"status": "ok"}
     ready = await client.get("/ready")
     assert ready.status_code == 200 and ready.json()["missing"] == []
+    for path in ("/health", "/ready"):  # load balancers probe with HEAD
+        head = await client.head(path)
+        assert head.status_code == 200 and head.content == b""
 
 
 async def test_ready_names_the_missing_worker() -> None:

@@ -21,7 +21,8 @@ from inferq.queue.registry import live_workers
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/health")
+# HEAD too: load balancers and uptime checkers often probe with it.
+@router.api_route("/health", methods=["GET", "HEAD"])
 async def health() -> dict[str, str]:
     """The process is alive; says nothing about its dependencies."""
     return {"status": "ok"}
@@ -51,7 +52,7 @@ async def _refresh_gauges(state: AppState) -> None:
         LIVE_WORKERS.labels(str(worker.get("model"))).inc()
 
 
-@router.get("/ready")
+@router.api_route("/ready", methods=["GET", "HEAD"])
 async def ready(state: StateDep) -> JSONResponse:
     """200 when Redis and PostgreSQL answer and a live worker serves the default model."""
     checks: dict[str, Any] = {"redis": "ok", "postgresql": "ok", "worker": "ok"}
