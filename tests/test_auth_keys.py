@@ -108,3 +108,23 @@ def test_key_format_and_hash() -> None:
     assert keys.matches(new.plaintext, new.secret_hash)
     assert not keys.matches(new.plaintext + "x", new.secret_hash)
     assert keys.prefix_of("iq_" + new.prefix) is None
+
+
+async def test_a_key_is_revoked_by_the_prefix_keys_list_shows(settings_env: None) -> None:
+    """`inferq keys list` prints `iq_<prefix>_…`; revoking by that said "no such active key"."""
+    from inferq.auth import service
+    from inferq.db.session import make_engine, make_sessionmaker
+    from inferq.settings import get_settings
+
+    tenant_id, _ = await create_tenant(_pg_dsn(), f"revoke-{uuid.uuid4().hex[:8]}")
+    engine = make_engine(get_settings())
+    try:
+        for shown in ("iq_{}_…", "iq_{}_", "iq_{}", "{}"):
+            plaintext = await create_key(_pg_dsn(), tenant_id)
+            prefix = keys.prefix_of(plaintext)
+            async with make_sessionmaker(engine)() as db:
+                assert await service.revoke_key(db, shown.format(prefix), None), shown
+                await db.commit()
+                assert not await service.key_is_live(db, plaintext)
+    finally:
+        await engine.dispose()

@@ -95,11 +95,14 @@ async def list_keys(db: AsyncSession, tenant_id: uuid.UUID) -> list[ApiKey]:
 
 
 async def revoke_key(db: AsyncSession, key_ref: str, tenant_id: uuid.UUID | None) -> bool:
-    """Revoke by id or visible prefix; with `tenant_id`, only that tenant's keys."""
+    """Revoke by id, by the whole key, or by its prefix as `inferq keys list` shows it
+    (`iq_7t2qxj89u2r8_…`, with or without the `iq_` and the tail); with `tenant_id`, only
+    that tenant's keys."""
     try:
         match = ApiKey.id == uuid.UUID(key_ref)
     except ValueError:
-        match = ApiKey.prefix == (keys.prefix_of(key_ref) or key_ref)
+        shown = key_ref.removesuffix("…").removesuffix("_").removeprefix(keys.KEY_PREFIX)
+        match = ApiKey.prefix == (keys.prefix_of(key_ref) or shown)
     query = update(ApiKey).where(match, ApiKey.revoked_at.is_(None))
     if tenant_id is not None:
         query = query.where(ApiKey.tenant_id == tenant_id)
