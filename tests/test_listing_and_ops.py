@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import uuid
 
+import asyncpg
 import httpx
 from httpx import ASGITransport
 
@@ -85,3 +87,20 @@ async def test_request_id_is_echoed(client: httpx.AsyncClient) -> None:
     assert response.headers["x-request-id"] == "abc-123"
     generated = await client.get("/health")
     assert len(generated.headers["x-request-id"]) == 32
+
+
+async def test_a_submission_retried_with_its_idempotency_key_is_the_same_job(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    """POST /v1/jobs ignored the header: a retried submission made a second job."""
+    body = {"model": "echo", "prompt": "once", "max_tokens": 30}
+    headers = {"Idempotency-Key": f"rest-{uuid.uuid4().hex}"}
+    first = await client.post("/v1/jobs", json=body, headers=headers)
+    assert first.status_code == 202 and "x-inferq-idempotent-replay" not in first.headers
+    again = await client.post("/v1/jobs", json=body, headers=headers)  # still running
+    assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
+    assert again.headers["x-inferq-idempotent-replay"] == "true"
+    other = await client.post("/v1/jobs", json={**body, "prompt": "twice"}, headers=headers)
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+    key = headers["Idempotency-Key"]
+    assert await db.fetchval("SELECT count(*) FROM jobs WHERE idempotency_key = $1", key) == 1

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from inferq.api import job_service
 from inferq.api.deps import SessionDep, StateDep
+from inferq.api.idempotency import IdempotentRequest
 from inferq.api.pagination import decode_cursor, encode_cursor
 from inferq.api.schemas import JobAccepted, JobCreate, JobLinks, JobList, JobView
 from inferq.api.sse import SSE_HEADERS, finished_frames, job_event_stream, with_keepalive
+from inferq.api.state import AppState
 from inferq.auth.principal import current_tenant_id
 from inferq.cache.service import HEADER as CACHE_HEADER
 from inferq.cache.service import cache_header
@@ -60,13 +64,40 @@ async def submit(
     body: JobCreate, request: Request, response: Response, state: StateDep, session: SessionDep
 ) -> JobAccepted:
     options = job_service.SubmitOptions(cache_control=request.headers.get("cache-control"))
-    job = await job_service.submit_job(state, session, body, options=options)
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        job = await job_service.submit_job(state, session, body, options=options)
+    else:
+        job = await _submit_once(state, session, body, options, key, response)
     links = _links(request, str(job.id))
     response.headers["Location"] = links.self
     response.headers[CACHE_HEADER] = cache_header(job)
     return JobAccepted(
         id=str(job.id), status=job.status, model=job.model, created_at=job.created_at, links=links
     )
+
+
+async def _submit_once(
+    state: AppState,
+    session: AsyncSession,
+    body: JobCreate,
+    options: job_service.SubmitOptions,
+    key: str,
+    response: Response,
+) -> Job:
+    """The job of the first request with this Idempotency-Key and body, or a new one."""
+    data = body.model_dump(mode="json", exclude_unset=True)
+    idempotent = IdempotentRequest(state, "/v1/jobs", key, data, results=False)
+    replay = await idempotent.begin()
+    if replay is not None:
+        response.headers["x-inferq-idempotent-replay"] = "true"
+        return await job_service.load_job(session, replay[0])
+    options = dataclasses.replace(options, idempotency_key=key)
+
+    async def one() -> list[Job]:
+        return [await job_service.submit_job(state, session, body, options=options)]
+
+    return (await idempotent.create(one()))[0]
 
 
 @router.get("", response_model=JobList)

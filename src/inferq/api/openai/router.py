@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from inferq.api import job_service
 from inferq.api.deps import SessionDep, StateDep
 from inferq.api.errors import error_response
+from inferq.api.idempotency import IdempotentRequest
 from inferq.api.openai import service
-from inferq.api.openai.idempotency import IdempotentRequest
 from inferq.api.openai.jobrun import (
     ChoiceResult,
     collect,
@@ -98,13 +98,8 @@ async def submit(
     replay = await idempotent.begin()
     if replay is not None:
         return Submitted([await job_service.load_job(session, j) for j in replay], True)
-    try:
-        options = dataclasses.replace(options, idempotency_key=key)
-        jobs = await submit_choices(state, session, body, n, options)
-    except BaseException:
-        await idempotent.abandon()
-        raise
-    await idempotent.bind([str(job.id) for job in jobs])
+    options = dataclasses.replace(options, idempotency_key=key)
+    jobs = await idempotent.create(submit_choices(state, session, body, n, options))
     return Submitted(jobs, False)
 
 

@@ -1,7 +1,10 @@
 """Idempotency-Key: the same key and body within the TTL answers from the jobs the first
-request created (no second generation); another body is 422; while the first runs, 409.
-Jobs that were cancelled (their client left, or cancelled them) gave nobody an answer, so a
-retry with the key runs again instead of replaying the cancellation.
+request created (no second generation); another body is 422.
+
+On the OpenAI routes the answer is the finished result: while the first request runs, 409;
+jobs that were cancelled (their client left, or cancelled them) gave nobody an answer, so a
+retry with the key runs again instead of replaying the cancellation. On `POST /v1/jobs` the
+answer is the job itself, whatever its state: the retry gets the first request's job.
 
 The record lives in Redis (body hash and job ids); the key is also stored on each job row.
 The answer is rebuilt from the jobs' events, so a replay is byte-for-byte the same response.
@@ -11,12 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable
 from typing import Any
 
 from inferq.api import job_service
 from inferq.api.state import AppState
 from inferq.auth.principal import current_tenant_id
-from inferq.db.models import JobStatus
+from inferq.db.models import Job, JobStatus
 from inferq.errors import InferqError, InvalidRequest
 from inferq.queue.names import idempotency_record_key
 
@@ -36,9 +40,17 @@ class IdempotencyKeyReused(InferqError):
 
 
 class IdempotentRequest:
-    """One request's use of an Idempotency-Key: begin, then bind its jobs or abandon."""
+    """One request's use of an Idempotency-Key: `begin`, then `create` its jobs."""
 
-    def __init__(self, state: AppState, scope: str, key: str, body: dict[str, Any]):
+    def __init__(
+        self,
+        state: AppState,
+        scope: str,
+        key: str,
+        body: dict[str, Any],
+        *,
+        results: bool = True,
+    ):
         if not key or len(key) > MAX_KEY_LENGTH:
             raise InvalidRequest(
                 f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
@@ -47,6 +59,7 @@ class IdempotentRequest:
             )
         self.key = key
         self._state = state
+        self._results = results  # replay finished results (OpenAI), or the jobs (REST)
         digest = hashlib.sha256(key.encode()).hexdigest()
         tenant = current_tenant_id() or ""  # one tenant's key never replays another's jobs
         self._record_key = idempotency_record_key(f"{tenant}:{scope}", digest)
@@ -78,6 +91,8 @@ class IdempotentRequest:
                 param="Idempotency-Key",
             )
         job_ids: list[str] = record["jobs"]
+        if job_ids and not self._results:
+            return job_ids
         statuses = await self._statuses(job_ids)
         if not job_ids or not all(status.is_final for status in statuses):
             raise IdempotencyKeyInUse(
@@ -90,10 +105,14 @@ class IdempotentRequest:
         async with self._state.sessions() as session:
             return [JobStatus((await job_service.load_job(session, j)).status) for j in job_ids]
 
-    async def bind(self, job_ids: list[str]) -> None:
-        record = json.dumps({"body": self._body_hash, "jobs": job_ids})
+    async def create(self, submitting: Awaitable[list[Job]]) -> list[Job]:
+        """After `begin` held the key: the jobs, bound to it; if they fail to be created, the
+        key is freed for a corrected retry."""
+        try:
+            jobs = await submitting
+        except BaseException:
+            await self._state.redis.delete(self._record_key)
+            raise
+        record = json.dumps({"body": self._body_hash, "jobs": [str(job.id) for job in jobs]})
         await self._state.redis.set(self._record_key, record, xx=True, keepttl=True)
-
-    async def abandon(self) -> None:
-        """The request failed before creating jobs: free the key for a corrected retry."""
-        await self._state.redis.delete(self._record_key)
+        return jobs
