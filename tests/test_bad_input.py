@@ -106,6 +106,31 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.usefixtures("nothing_enqueued")
 @pytest.mark.parametrize(
+    ("content", "headers", "code"),
+    [
+        (b"null", {"content-type": "application/json"}, "invalid_type"),
+        (b'["echo"]', {"content-type": "application/json"}, "invalid_type"),
+        (b"", {"content-type": "application/json"}, "invalid_type"),
+        (b'{"model": "echo"}', {"content-type": "text/plain"}, "invalid_type"),
+        (b"model=echo", {"content-type": "application/x-www-form-urlencoded"}, "invalid_type"),
+        (
+            b"\x1f\x8b\x08\x00",
+            {"content-type": "application/json", "content-encoding": "gzip"},
+            "invalid_json",
+        ),
+        (b'{"model": "\xff"}', {"content-type": "application/json"}, "invalid_json"),
+    ],
+)
+async def test_a_body_that_is_not_a_json_object_is_400(
+    client: httpx.AsyncClient, content: bytes, headers: dict[str, str], code: str
+) -> None:
+    """These were 422 "Input should be a valid dictionary" (or 400 http_error) with no hint."""
+    response = await client.post("/v1/jobs", content=content, headers=headers)
+    assert_error(response, 400, code, None)
+
+
+@pytest.mark.usefixtures("nothing_enqueued")
+@pytest.mark.parametrize(
     ("path", "body"),
     [
         ("/v1/jobs", {**GOOD, "prompt": "a\x00b"}),

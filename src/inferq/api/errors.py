@@ -40,14 +40,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors()
     first = errors[0] if errors else {"msg": "invalid request", "loc": (), "type": "invalid"}
     if first.get("type") == "json_invalid":
-        body = _error_body(
-            400,
-            "The request body is not valid JSON.",
-            "invalid_request_error",
-            "invalid_json",
-            None,
-        )
-        return JSONResponse(body, status_code=400)
+        return _bad_body("The request body is not valid JSON.", "invalid_json")
+    if tuple(first.get("loc", ())) == ("body",) and first.get("type") in _NOT_AN_OBJECT:
+        return _bad_body("The request body must be a JSON object.", "invalid_type")
     loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
     param = ".".join(loc) or None
     message = f"{param}: {first['msg']}" if param else str(first["msg"])
@@ -55,8 +50,23 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=422)
 
 
+# How pydantic says a body is no object at all: none, null, a list, a form, plain text.
+_NOT_AN_OBJECT = frozenset({"missing", "model_attributes_type", "dict_type", "model_type"})
+
+
+def _bad_body(message: str, code: str) -> JSONResponse:
+    body = _error_body(400, message, "invalid_request_error", code, None)
+    return JSONResponse(body, status_code=400)
+
+
+# FastAPI's words for a body it could not decode (not UTF-8, compressed, a form).
+_UNPARSED_BODY = "There was an error parsing the body"
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSED_BODY:
+        return _bad_body("The request body is not valid JSON (send it as UTF-8).", "invalid_json")
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     body = _error_body(exc.status_code, str(exc.detail), "invalid_request_error", code, None)
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
