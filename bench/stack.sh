@@ -43,7 +43,7 @@ start() {
   createdb -h 127.0.0.1 -U postgres "${INFERQ_DATABASE_URL##*/}" 2>/dev/null || true
   "$IQ" migrate
   if [ ! -s "$RUN/key" ]; then
-    (umask 077; "$IQ" keys create --tenant bench --tier unlimited --scopes inference,admin \
+    (umask 077; "$IQ" keys create --tenant bench --tier unlimited --scopes inference,admin,operator \
       | grep -E '^iq_' >"$RUN/key")
   fi
   "$IQ" worker --engine llamacpp --model gemma-3-270m >"$RUN/worker.log" 2>&1 &

@@ -107,7 +107,7 @@ async def _store_test_key() -> None:
         tenant_id,
         _TEST_KEY.prefix,
         _TEST_KEY.secret_hash,
-        ["inference", "admin"],
+        ["inference", "admin", "operator"],
     )
     await conn.close()
 

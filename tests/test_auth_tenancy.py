@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.auth_helpers import bearer, tenant_with_key
-from tests.conftest import _pg_dsn, wait_final
+from tests.conftest import AUTH, _pg_dsn, wait_final
 
 
 async def _pair(stack: str) -> tuple[httpx.AsyncClient, httpx.AsyncClient, str, str]:
@@ -133,3 +133,26 @@ async def test_websocket_tenant_b_cannot_resume_or_stop_a_job_of_a(stack: str) -
                 frames.append(await _recv(ws))
             assert frames[-1]["event"] == "stream_end"
         assert (await wait_final(a, job_id))["status"] == "completed"
+
+
+async def test_a_tenant_admin_cannot_change_what_every_tenant_shares(stack: str) -> None:
+    """Any tenant can mint itself an `admin` key; with it, it could activate model versions,
+    start canaries and reset breakers for everyone. That takes `operator` now."""
+    key = await tenant_with_key(_pg_dsn(), f"admin-{uuid.uuid4().hex[:8]}")  # inference+admin
+    async with httpx.AsyncClient(base_url=stack, headers=bearer(key), timeout=30) as tenant:
+        for method, path in [
+            ("GET", "/v1/admin/models"),
+            ("POST", "/v1/admin/models/echo/versions/1.0.0/activate"),
+            ("GET", "/v1/admin/breakers"),
+            ("POST", "/v1/admin/breakers/inferq.echo.echo/reset"),
+        ]:
+            response = await tenant.request(method, path)
+            assert response.status_code == 403, (path, response.text)
+        minted = await tenant.post("/v1/admin/keys", json={"scopes": ["inference", "operator"]})
+        assert minted.status_code == 403 and "operator" in minted.json()["error"]["message"]
+        own = await tenant.post("/v1/admin/keys", json={"scopes": ["inference", "admin"]})
+        assert own.status_code == 201  # its own tenant's keys stay its own business
+    async with httpx.AsyncClient(base_url=stack, headers=AUTH, timeout=30) as operator:
+        assert (await operator.get("/v1/admin/breakers")).status_code == 200
+        unknown = await operator.post("/v1/admin/breakers/no-such-pool/reset")
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "pool_not_found"

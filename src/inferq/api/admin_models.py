@@ -1,7 +1,7 @@
 """HTTP: the model registry (`/v1/admin/models`), its traffic policies, and the pools'
-circuit breakers (`/v1/admin/breakers`). Every route needs the `admin` scope.
-
-The registry is global, not per tenant: any tenant's admin key administers it.
+circuit breakers (`/v1/admin/breakers`). Every route needs the `operator` scope: the registry
+and the pools are the deployment's, shared by every tenant, so a tenant's `admin` key (which
+any tenant can mint for itself) must not reroute or reset them for the others.
 """
 
 from __future__ import annotations
@@ -13,16 +13,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from inferq.api.deps import SessionDep, StateDep
 from inferq.api.state import AppState
-from inferq.auth.principal import AdminAuth
-from inferq.errors import ModelNotFound
+from inferq.auth.principal import OperatorAuth
+from inferq.errors import ModelNotFound, NotFound
 from inferq.queue.registry import registry_view
 from inferq.registry import admin, policies, repository, stats
 from inferq.registry.admin import PolicyCreate, VersionCreate, version_view
 from inferq.registry.routing import pools_of
 from inferq.registry.service import ModelRegistry, model_registry
 
-router = APIRouter(prefix="/v1/admin/models", tags=["admin"], dependencies=[AdminAuth])
-breakers_router = APIRouter(prefix="/v1/admin/breakers", tags=["admin"], dependencies=[AdminAuth])
+router = APIRouter(prefix="/v1/admin/models", tags=["admin"], dependencies=[OperatorAuth])
+breakers_router = APIRouter(
+    prefix="/v1/admin/breakers", tags=["admin"], dependencies=[OperatorAuth]
+)
 
 
 class CanaryStep(BaseModel):
@@ -191,10 +193,8 @@ async def _saved(state: AppState, session: SessionDep, policy: Any) -> dict[str,
 async def list_breakers(state: StateDep) -> dict[str, Any]:
     """Every live pool's breaker, and every pool with a breaker record."""
     breakers = _registry(state).breakers
-    workers = await registry_view(state.redis).workers()
-    queues = {str(w["queue"]) for w in workers if w.get("queue")}
     known = {b["pool"]: b for b in await breakers.all()}
-    for queue in queues - set(known):
+    for queue in await _live_queues(state) - set(known):
         known[queue] = await breakers.describe(queue)
     return {"object": "list", "data": [known[q] for q in sorted(known)]}
 
@@ -202,5 +202,15 @@ async def list_breakers(state: StateDep) -> dict[str, Any]:
 @breakers_router.post("/{pool:path}/reset")
 async def reset_breaker(pool: str, state: StateDep) -> dict[str, Any]:
     breakers = _registry(state).breakers
-    await breakers.reset(pool)
+    if not await breakers.reset(pool) and pool not in await _live_queues(state):
+        raise NotFound(
+            f"No pool '{pool}': it has no breaker record and no live worker.",
+            param="pool",
+            code="pool_not_found",
+        )
     return await breakers.describe(pool)
+
+
+async def _live_queues(state: AppState) -> set[str]:
+    workers = await registry_view(state.redis).workers()
+    return {str(w["queue"]) for w in workers if w.get("queue")}

@@ -31,7 +31,9 @@ from inferq.settings import Settings
 if TYPE_CHECKING:
     from inferq.auth.verified import VerifiedKeys
 
-SCOPES = ("inference", "admin")
+# `admin` administers its own tenant (keys, cache, deliveries); `operator` the deployment,
+# which every tenant shares (the model registry, the pools' circuit breakers).
+SCOPES = ("inference", "admin", "operator")
 DEFAULT_SCOPES = ("inference",)
 
 
@@ -196,7 +198,9 @@ def _require(scope: str) -> Callable[[Request], Coroutine[Any, Any, Principal]]:
 
 require_inference = _require("inference")
 require_admin = _require("admin")
+require_operator = _require("operator")
 InferenceAuth = Depends(require_inference)
 AdminAuth = Depends(require_admin)
+OperatorAuth = Depends(require_operator)
 TenantDep = Annotated[Principal, Depends(require_inference)]
 AdminDep = Annotated[Principal, Depends(require_admin)]

@@ -16,7 +16,7 @@ from inferq.api.deps import SessionDep, StateDep
 from inferq.api.schemas import JobCreate
 from inferq.auth import principal as auth
 from inferq.auth import service, signing, webhooks
-from inferq.auth.errors import RateLimited, Unauthenticated
+from inferq.auth.errors import Forbidden, RateLimited, Unauthenticated
 from inferq.auth.models import ApiKey, Tenant
 from inferq.errors import InferqError, InvalidRequest, NotFound, ServiceUnavailable
 from inferq.queue.names import webhook_seen_key
@@ -71,6 +71,9 @@ def _tenant_id(principal: auth.Principal) -> uuid.UUID:
 
 @admin_router.post("/keys", status_code=201, response_model=KeyCreated)
 async def create_key(body: KeyCreate, principal: auth.AdminDep, db: SessionDep) -> KeyCreated:
+    beyond = sorted(set(body.scopes) & set(auth.SCOPES) - principal.scopes)
+    if beyond:  # a tenant's admin must not mint itself the deployment's `operator` scope
+        raise Forbidden(f"A key cannot have a scope its creator lacks: {', '.join(beyond)}.")
     tenant = await db.get(Tenant, _tenant_id(principal))
     assert tenant is not None
     expires = (

@@ -24,7 +24,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a key (and its tenant if new)")
     create.add_argument("--tenant", required=True)
-    create.add_argument("--scopes", default="inference", help="comma-separated: inference,admin")
+    create.add_argument(
+        "--scopes", default="inference", help="comma-separated: inference,admin,operator"
+    )
     create.add_argument("--expires", help="a duration (30d, 12h, 90m) or an ISO date-time")
     create.add_argument("--tier", help="set the tenant's tier (see INFERQ_TIERS)")
     create.add_argument("--name", help="a label for the key")
@@ -107,7 +109,7 @@ async def _ensure_dev_key(settings: Settings, known: str | None) -> str:
                 return known
             tenant = await service.ensure_tenant(db, settings, DEV_TENANT)
             created = await service.create_key(
-                db, tenant, scopes=["inference", "admin"], name="development"
+                db, tenant, scopes=["inference", "admin", "operator"], name="development"
             )
             await db.commit()
     finally:
