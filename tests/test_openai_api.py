@@ -449,3 +449,10 @@ async def test_the_cache_body_field_and_the_context_bound(client: httpx.AsyncCli
     huge = await client.post("/v1/completions", json={"model": "echo", "prompt": "x",
                                                       "max_tokens": 10**6})  # fmt: skip
     assert huge.status_code == 400 and huge.json()["error"]["param"] == "max_tokens"
+
+
+async def test_stream_options_without_stream_is_400(client: httpx.AsyncClient) -> None:
+    body = {"model": "echo", "prompt": "x", "max_tokens": 1,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    response = await client.post("/v1/completions", json=body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "stream_options"

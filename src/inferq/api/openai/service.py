@@ -60,6 +60,11 @@ def _unsupported(param: str, message: str) -> InvalidRequest:
 
 
 def _job_create(req: SamplingFields, max_tokens: int | None, **input: Any) -> JobCreate:
+    if req.stream_options is not None and not req.stream:
+        raise InvalidRequest(  # OpenAI's own refusal
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options",
+        )
     try:
         return JobCreate(
             model=req.model,
