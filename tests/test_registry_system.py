@@ -43,7 +43,7 @@ async def _reset_registry_and_key() -> str:
     try:
         async with make_sessionmaker(engine)() as session:
             tenant = await ensure_tenant(session, settings, "registry-tests", tier="unlimited")
-            created = await create_key(session, tenant, scopes=["inference", "admin"])
+            created = await create_key(session, tenant, scopes=["inference", "admin", "operator"])
             await session.commit()
             return created.plaintext
     finally:
