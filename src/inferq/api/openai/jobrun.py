@@ -68,26 +68,13 @@ async def submit_choices(
     options: job_service.SubmitOptions,
 ) -> list[Job]:
     """One job per choice; n > 1 gives sibling jobs sharing a group id, each seeded apart."""
-    try:
-        return await _submit_all(state, session, body, n, options)
-    except InvalidValue as exc:  # REST's 422 for a value out of range: OpenAI and Ollama say 400
-        raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
-
-
-async def _submit_all(
-    state: AppState,
-    session: AsyncSession,
-    body: JobCreate,
-    n: int,
-    options: job_service.SubmitOptions,
-) -> list[Job]:
-    if n == 1:
-        return [await job_service.submit_job(state, session, body, options=options)]
-    ids = [uuid.uuid4() for _ in range(n)]
-    await job_service.claim_request_id(state, session, ids)
-    group = dataclasses.replace(options, group_id=uuid.uuid4(), request_id_claimed=True)
     jobs: list[Job] = []
     try:
+        if n == 1:
+            return [await job_service.submit_job(state, session, body, options=options)]
+        ids = [uuid.uuid4() for _ in range(n)]
+        await job_service.claim_request_id(state, session, ids)
+        group = dataclasses.replace(options, group_id=uuid.uuid4(), request_id_claimed=True)
         for index, job_id in enumerate(ids):
             seed = None if body.seed is None else (body.seed + index) % 2**32
             choice = body.model_copy(update={"seed": seed})
@@ -95,10 +82,12 @@ async def _submit_all(
             jobs.append(
                 await job_service.submit_job(state, session, choice, job_id=job_id, options=sibling)
             )
-    except Exception:
-        # All or nothing: a request refused at a later choice (a rate limit, a full queue)
-        # must not leave its first choices running, unseen, on the tenant's limits.
-        await _cancel(state, [str(job.id) for job in jobs])
+    except Exception as exc:
+        if jobs:  # all or nothing: a request refused at a later choice (a rate limit, a full
+            # queue) must not leave its first choices running, unseen, on the tenant's limits
+            await _cancel(state, [str(job.id) for job in jobs])
+        if isinstance(exc, InvalidValue):  # REST's 422 for a value out of range: 400 here
+            raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
         raise
     return jobs
 
