@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -195,3 +196,42 @@ async def test_size_limits(stack: str) -> None:
         assert response.status_code == 422 and response.json()["error"]["param"] == "messages"
         huge = await c.post("/v1/jobs", json={"model": "echo", "prompt": "x" * (2 * 1024 * 1024)})
         assert huge.status_code == 413
+
+
+async def _completed_unseen(
+    dsn_conn: asyncpg.Connection, job_ids: list[str], timeout: float = 60
+) -> None:
+    """Wait, reading PostgreSQL only, until the jobs completed: nobody reads them through the
+    API, so their charges stay unsettled (stale) in Redis."""
+    async with asyncio.timeout(timeout):
+        while True:
+            done = await dsn_conn.fetchval(
+                "SELECT count(*) FROM jobs WHERE id = ANY($1::uuid[]) AND status = 'completed'",
+                job_ids,
+            )
+            if done == len(job_ids):
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_concurrent_requests_are_not_refused_for_stale_charges(stack: str) -> None:
+    """Every request refused for concurrency re-asks after a reconcile, even when another
+    request settled the stale charges: with nothing running, the limit's worth gets in."""
+    key = await tenant_with_key(_pg_dsn(), f"stale-{uuid.uuid4().hex[:8]}", "free")
+    conn = await asyncpg.connect(_pg_dsn())
+    try:
+        async with httpx.AsyncClient(base_url=stack, headers=bearer(key), timeout=60) as c:
+            for round_ in range(3):
+                stale = [await c.post("/v1/jobs", json={**JOB, "prompt": f"stale {round_} {i}"})
+                         for i in range(2)]  # fmt: skip
+                assert [r.status_code for r in stale] == [202, 202], [r.text for r in stale]
+                ids = [r.json()["id"] for r in stale]
+                await _completed_unseen(conn, ids)  # both ended: nothing runs, 2 charged
+                burst = await asyncio.gather(
+                    *(c.post("/v1/jobs", json={**JOB, "prompt": f"now {round_} {i}"})
+                      for i in range(2))
+                )  # fmt: skip
+                assert [r.status_code for r in burst] == [202, 202], [r.text for r in burst]
+                await _completed_unseen(conn, [r.json()["id"] for r in burst])
+    finally:
+        await conn.close()

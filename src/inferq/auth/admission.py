@@ -82,9 +82,11 @@ async def admit(
         return
     limiter = Limiter(state.redis)
     decision = await limiter.admit(principal, job_id, tokens)
-    # Jobs that ended unseen still hold tokens or slots: settle them, then ask again.
-    stale = not decision.admitted and decision.refused_kind in ("tokens", "concurrent")
-    if stale and await reconcile(state, session, principal, limiter):
+    # Jobs that ended unseen still hold tokens or slots: settle them, then ask again. Ask
+    # again whatever this reconcile settled: a concurrent request may have settled the same
+    # stale charges first (each is settled once), and they are gone all the same.
+    if not decision.admitted and decision.refused_kind in ("tokens", "concurrent"):
+        await reconcile(state, session, principal, limiter)
         decision = await limiter.admit(principal, job_id, tokens)
     add_response_headers(rate_headers(decision.readings))
     if not decision.admitted:
