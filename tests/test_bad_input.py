@@ -57,6 +57,8 @@ GOOD: dict[str, Any] = {"model": "echo", "prompt": "hello", "max_tokens": 4}
         ({"model": ["echo"]}, "model"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"seed": "x"}, "seed"),
+        ({"presence_penalty": "1"}, "presence_penalty"),
+        ({"frequency_penalty": "1"}, "frequency_penalty"),
         ({"webhook_url": "http://[::1"}, "webhook_url"),
         ({"webhook_url": "https://example.com:99999/hook"}, "webhook_url"),
         ({"messages": [{"role": "wizard", "content": "hi"}], "prompt": None}, "messages.0.role"),

@@ -39,8 +39,8 @@ class JobCreate(BaseModel):
     seed: int | None = Field(default=None, strict=True, ge=0, le=2**32 - 1)
     # "auto": a prompt too long for the context is compacted (head and tail) instead of a 400.
     truncate: Literal["auto", "disabled"] = "disabled"
-    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    presence_penalty: float = Field(default=0.0, strict=True, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, strict=True, ge=-2.0, le=2.0)
     user: str | None = Field(default=None, max_length=256, description="The end user, recorded.")
     cache: CacheOptions | None = Field(default=None, description="Per-request cache control.")
     adapter: str | None = Field(
