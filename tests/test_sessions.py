@@ -52,6 +52,7 @@ async def test_bad_input_gets_openai_errors(client: httpx.AsyncClient) -> None:
         ("get", "/v1/sessions?cursor=garbage", None, 400, "invalid_cursor"),
         ("get", "/v1/sessions?limit=0", None, 422, "invalid_value"),
         ("get", "/v1/sessions/search?q=", None, 422, "invalid_value"),
+        ("get", "/v1/sessions/search?q=x&offset=10001", None, 422, "invalid_value"),
     ]
     for method, path, body, status, code in cases:
         response = await client.request(method, path, json=body)
@@ -61,6 +62,14 @@ async def test_bad_input_gets_openai_errors(client: httpx.AsyncClient) -> None:
     created = await new_session(client)
     response = await client.patch(f"/v1/sessions/{created['id']}", json={"model": None})
     assert response.status_code == 400
+    # Positions are int32 in PostgreSQL: a larger `after` is refused as a value, naming it.
+    for after in (2**31, 10**30, -2):
+        response = await client.get(f"/v1/sessions/{created['id']}", params={"after": after})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["code"] == "invalid_value"
+        assert response.json()["error"]["param"] == "after", response.text
+    largest = await client.get(f"/v1/sessions/{created['id']}", params={"after": 2**31 - 1})
+    assert largest.status_code == 200 and largest.json()["messages"] == []
 
 
 async def test_list_is_paginated_and_filtered(client: httpx.AsyncClient) -> None:

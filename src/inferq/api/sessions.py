@@ -31,6 +31,9 @@ from inferq.queue.events import current_attempt_text
 from inferq.queue.stream import read_log
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+# Message positions are PostgreSQL `integer`s: a larger `after` is refused as a value (422),
+# never sent to the driver.
+MAX_POSITION = 2**31 - 1
 
 
 @router.post("", status_code=201, response_model=SessionView)
@@ -93,7 +96,7 @@ async def read(
     session_id: str,
     state: StateDep,
     session: SessionDep,
-    after: Annotated[int, Query(ge=-1)] = -1,
+    after: Annotated[int, Query(ge=-1, le=MAX_POSITION)] = -1,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> SessionDetail:
     row = await load_session(session, parse_session_id(session_id))
