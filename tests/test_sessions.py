@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -233,3 +234,60 @@ async def test_pending_reply_shows_live_text(stack: str, client: httpx.AsyncClie
         assert reply["status"] == "pending" and reply["job_id"] == start["data"]["job_id"]
         assert reply["content"].startswith("user: w0 w1 w2")
         await send(ws, "stop", {"job_id": start["data"]["job_id"]})
+
+
+async def _long_history(db: asyncpg.Connection, session_id: str, count: int) -> None:
+    """`count` answered messages written straight to PostgreSQL (as many real turns would)."""
+    await db.execute(
+        "INSERT INTO chat_messages (id, session_id, position, role, content, status) "
+        "SELECT gen_random_uuid(), $1::uuid, g, "
+        "CASE WHEN g % 2 = 0 THEN 'user' ELSE 'assistant' END, "
+        "CASE WHEN g % 2 = 0 THEN 'hi' ELSE 'ok' END, 'complete' "
+        "FROM generate_series(0, $2 - 1) g",
+        session_id,
+        count,
+    )
+    await db.execute(
+        "UPDATE chat_sessions SET message_count = $2 WHERE id = $1::uuid", session_id, count
+    )
+
+
+async def test_a_session_longer_than_max_messages_drops_its_oldest_turns(
+    stack: str, client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    """256 answered turns (512 messages, INFERQ_MAX_MESSAGES) do not lock the session: a new
+    turn keeps the system prompt, drops the oldest turns and records the truncation."""
+    session = await new_session(client, model="echo", system_prompt="sys words")
+    await _long_history(db, str(session["id"]), 512)
+    async with connect(ws_url(stack)) as ws:
+        for prompt in ("one more turn", "and another"):
+            start, frames = await chat(
+                ws, prompt, session_id=session["id"], params={"max_tokens": 2}
+            )
+            assert frames[-1]["event"] == "stream_end", frames[-1]
+            job = await db.fetchrow(
+                "SELECT messages, prompt_truncated, original_prompt_tokens, "
+                "effective_prompt_tokens FROM jobs WHERE id = $1::uuid",
+                start["job_id"],
+            )
+            messages = json.loads(job["messages"])
+            assert len(messages) <= 512
+            assert messages[0] == {"role": "system", "content": "sys words"}
+            assert messages[-1] == {"role": "user", "content": prompt}
+            assert [m["role"] for m in messages[1:]] == ["user", "assistant"] * 255 + ["user"]
+            # The oldest turns went (the second message kept is the newest 255 turns' first).
+            assert (
+                messages[1]["content"].startswith("[…")
+                and "earlier messages omitted" in (messages[1]["content"])
+            )
+            assert job["prompt_truncated"] is True  # short in tokens: only the count cut it
+            if prompt == "one more turn":  # echo: a token a word of "role: content" lines
+                assert job["original_prompt_tokens"] == 3 + 512 * 2 + 4
+                assert job["effective_prompt_tokens"] == 3 + 510 * 2 + 6 + 4  # and the mark
+    read = (await client.get(f"/v1/sessions/{session['id']}", params={"after": 511})).json()
+    assert [m["status"] for m in read["messages"]] == ["complete"] * 4
+    turns = await db.fetchval(
+        "SELECT truncated_turns FROM chat_session_stats WHERE session_id = $1::uuid",
+        session["id"],
+    )
+    assert turns == 2

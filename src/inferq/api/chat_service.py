@@ -21,6 +21,7 @@ from inferq.api.session_schemas import StreamChat
 from inferq.api.state import AppState
 from inferq.auth.principal import current_tenant_id
 from inferq.catalog import resolve_model
+from inferq.context import cut_mark
 from inferq.db import sessions_repo as repo
 from inferq.db.chat import ChatMessage, ChatSession, MessageStatus
 from inferq.errors import InvalidValue, NotFound
@@ -69,14 +70,19 @@ async def start_turn(state: AppState, db: AsyncSession, request: StreamChat) -> 
     spec = resolve_model(state.settings, model or chat.model)
     history = await repo.list_messages(db, chat.id)
     messages = [*context_messages(chat, history), {"role": "user", "content": request.prompt}]
-    body = job_body(spec.name, messages, request.params)
+    fitted, dropped = fit_count(messages, state.settings.max_messages)
+    body = job_body(spec.name, fitted, request.params)
+    tokenizer = await job_service.tokenizer_of(state, spec)
+    options = job_service.SubmitOptions()
+    if dropped:  # recorded as the job's prompt_truncated, with the whole history's size
+        full = await job_service.tokens_in(tokenizer, tokenizer.render_chat(messages))
+        options = job_service.SubmitOptions(shortened_from_tokens=full)
     reserved = await repo.reserve_positions(db, chat.id, 2)
     if reserved is None:  # deleted meanwhile
         raise SessionNotFound(f"No session with id '{chat.id}'.", param="session_id")
     chat, first = reserved
     if chat.title is None:
         chat.title = _title(request.prompt)
-    tokenizer = await job_service.tokenizer_of(state, spec)
     job_id = uuid.uuid4()
     db.add_all(
         [
@@ -101,7 +107,7 @@ async def start_turn(state: AppState, db: AsyncSession, request: StreamChat) -> 
             ),
         ]
     )
-    job = await job_service.submit_job(state, db, body, job_id=job_id)
+    job = await job_service.submit_job(state, db, body, job_id=job_id, options=options)
     return Turn(job_id=str(job.id), session_id=str(chat.id))
 
 
@@ -124,6 +130,23 @@ def context_messages(chat: ChatSession, history: Sequence[ChatMessage]) -> list[
                 messages.append({"role": "assistant", "content": message.content})
             asked = None
     return messages
+
+
+def fit_count(messages: list[dict[str, Any]], limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The turn's messages cut to at most `limit` (INFERQ_MAX_MESSAGES): the oldest turns
+    go first, whole (a user message and its reply), and the system prompt and the new prompt
+    always stay. The cut is marked on the first message kept after it, as a token truncation
+    marks its cut (inferq.context). Returns (messages, how many were dropped).
+    """
+    excess = len(messages) - limit
+    if excess <= 0:
+        return messages, 0
+    head = 1 if messages[0]["role"] == "system" else 0
+    # After the head, turns alternate user/assistant and end with the new user prompt.
+    dropped = min(excess + excess % 2, len(messages) - head - 1)
+    kept = messages[:head] + [dict(m) for m in messages[head + dropped :]]
+    kept[head]["content"] = cut_mark(dropped) + str(kept[head]["content"])
+    return kept, dropped
 
 
 def job_body(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> JobCreate:

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,6 +79,9 @@ class SubmitOptions:
     request_id_claimed: bool = False
     # The request's Cache-Control header (no-cache: skip the lookup; no-store: do not store).
     cache_control: str | None = None
+    # The caller already shortened the input from one of this many tokens (a chat session's
+    # oldest turns dropped to fit INFERQ_MAX_MESSAGES): recorded like a token truncation.
+    shortened_from_tokens: int | None = None
 
 
 def parse_job_id(raw: str) -> uuid.UUID:
@@ -117,6 +120,7 @@ async def submit_job(
     if prompt_tokens + body.max_tokens > spec.context_length and body.truncate == "auto":
         fitted = await _compact(state, spec, body, spec.context_length - body.max_tokens)
         prompt, prompt_tokens = fitted.prompt, fitted.effective_tokens
+    fitted = _shortened_by_caller(fitted, options)
     if prompt_tokens + body.max_tokens > spec.context_length:
         raise ContextLengthExceeded(
             f"This model's context is {spec.context_length} tokens; the prompt has "
@@ -184,6 +188,13 @@ async def submit_job(
     await _enqueue(state, session, job)
     state.cache.store_entry_later(cached, job)
     return job
+
+
+def _shortened_by_caller(fitted: Fitted, options: SubmitOptions) -> Fitted:
+    """Record a cut the caller made (SubmitOptions.shortened_from_tokens) as a truncation."""
+    if options.shortened_from_tokens is None:
+        return fitted
+    return replace(fitted, original_tokens=options.shortened_from_tokens, truncated=True)
 
 
 async def _cache_lookup(
