@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 
-from tests.wschat import chat, connect, recv, send, ws_url
+from tests.conftest import wait_final
+from tests.wschat import chat, connect, recv, send, until_end, ws_url
 
 
 async def new_session(client: httpx.AsyncClient, **body: object) -> dict[str, object]:
@@ -291,3 +292,25 @@ async def test_a_session_longer_than_max_messages_drops_its_oldest_turns(
         session["id"],
     )
     assert turns == 2
+
+
+async def test_deleting_a_session_cancels_its_running_turn(
+    stack: str, client: httpx.AsyncClient
+) -> None:
+    """The reply of a deleted session cannot be read: its job is cancelled, not run on."""
+    session = await new_session(client, model="echo")
+    long = " ".join(f"w{i}" for i in range(300))  # echo: 0.03 s a token, 9 s in all
+    async with connect(ws_url(stack)) as ws:
+        data = {"session_id": session["id"], "prompt": long, "params": {"max_tokens": 300}}
+        await send(ws, "stream_chat", data)
+        start = await recv(ws)
+        assert start["event"] == "stream_start", start
+        job_id = start["data"]["job_id"]
+        assert (await recv(ws))["event"] == "stream_token"  # running
+        assert (await client.delete(f"/v1/sessions/{session['id']}")).status_code == 204
+        frames = await until_end(ws, job_id, timeout=10)
+    assert frames[-1]["event"] == "stream_end", frames[-1]
+    assert frames[-1]["data"]["finish_reason"] == "cancelled"
+    job = await wait_final(client, job_id, timeout=5)
+    assert job["status"] == "cancelled" and job["usage"]["completion_tokens"] < 300
+    assert (await client.get(f"/v1/sessions/{session['id']}")).status_code == 404

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from inferq.api import job_service
 from inferq.api.chat_service import SessionNotFound, load_session, parse_session_id
 from inferq.api.deps import SessionDep, StateDep
 from inferq.api.pagination import decode_cursor, encode_cursor
@@ -26,7 +30,7 @@ from inferq.auth.principal import current_tenant_id
 from inferq.catalog import resolve_model
 from inferq.db import sessions_repo as repo
 from inferq.db.chat import ChatMessage, MessageStatus
-from inferq.errors import InvalidRequest
+from inferq.errors import InvalidRequest, JobNotFound
 from inferq.queue.events import current_attempt_text
 from inferq.queue.stream import read_log
 
@@ -129,11 +133,28 @@ async def patch(
 
 
 @router.delete("/{session_id}", status_code=204)
-async def delete(session_id: str, session: SessionDep) -> Response:
+async def delete(session_id: str, state: StateDep, session: SessionDep) -> Response:
+    """Delete the session and its messages, and cancel its turns still generating: nobody
+    can read their replies any more, so they are neither run on nor charged in full."""
     sid = parse_session_id(session_id)
+    unfinished = await _unfinished_jobs(session, sid)
     if not await repo.delete_session(session, sid, tenant_id=current_tenant_id()):
         raise SessionNotFound(f"No session with id '{session_id}'.", param="id")
+    for job_id in unfinished:
+        try:  # the tenant's own jobs only (cancel_job is tenant-scoped); ended ones are kept
+            await job_service.cancel_job(state, session, str(job_id))
+        except JobNotFound:  # pruned meanwhile
+            continue
     return Response(status_code=204)
+
+
+async def _unfinished_jobs(session: AsyncSession, sid: uuid.UUID) -> list[uuid.UUID]:
+    query = select(ChatMessage.job_id).where(
+        ChatMessage.session_id == sid,
+        ChatMessage.status == MessageStatus.PENDING.value,
+        ChatMessage.job_id.is_not(None),
+    )
+    return [job_id for job_id in (await session.scalars(query)).all() if job_id is not None]
 
 
 @router.get("/{session_id}/export")
