@@ -314,3 +314,28 @@ async def test_deleting_a_session_cancels_its_running_turn(
     job = await wait_final(client, job_id, timeout=5)
     assert job["status"] == "cancelled" and job["usage"]["completion_tokens"] < 300
     assert (await client.get(f"/v1/sessions/{session['id']}")).status_code == 404
+
+
+async def test_a_blank_prompt_starts_no_turn(
+    stack: str, client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    """A whitespace-only prompt is refused like an empty one, in a new or an existing session."""
+    session = await new_session(client, model="echo")
+    sessions = await db.fetchval("SELECT count(*) FROM chat_sessions")
+    async with connect(ws_url(stack)) as ws:
+        for prompt, data in [
+            ("", {}),
+            ("   ", {}),
+            (" \n\t ", {"session_id": session["id"]}),
+            ("\u3000", {"session_id": session["id"]}),  # an ideographic space
+        ]:
+            await send(ws, "stream_chat", {"prompt": prompt, "model": "echo", **data})
+            refused = await recv(ws)
+            assert refused["event"] == "error", refused
+            assert refused["data"]["code"] == "invalid_value"
+            assert refused["data"]["message"].startswith("prompt:"), refused
+        _, frames = await chat(ws, " fine ", session_id=session["id"], params={"max_tokens": 1})
+        assert frames[-1]["event"] == "stream_end"
+    assert await db.fetchval("SELECT count(*) FROM chat_sessions") == sessions
+    read = (await client.get(f"/v1/sessions/{session['id']}")).json()
+    assert read["message_count"] == 2 and read["title"] == "fine"

@@ -60,6 +60,8 @@ async def load_session(db: AsyncSession, session_id: uuid.UUID) -> ChatSession:
 
 async def start_turn(state: AppState, db: AsyncSession, request: StreamChat) -> Turn:
     """Commit the turn's messages and its job, and enqueue the job."""
+    if not request.prompt.strip():  # as an empty one (StreamChat): nothing to answer
+        raise InvalidValue("prompt: must not be empty or only whitespace", param="prompt")
     model = request.model
     if request.session_id is None:
         chat = await repo.create_session(
