@@ -339,3 +339,60 @@ async def test_a_blank_prompt_starts_no_turn(
     assert await db.fetchval("SELECT count(*) FROM chat_sessions") == sessions
     read = (await client.get(f"/v1/sessions/{session['id']}")).json()
     assert read["message_count"] == 2 and read["title"] == "fine"
+
+
+async def test_a_second_turn_while_one_generates_is_refused(
+    stack: str, client: httpx.AsyncClient
+) -> None:
+    """Two turns at once in one session: the second is 409 turn_in_progress (it would be
+    generated without the first); once the first ends (here: stopped), the next is taken."""
+    session = await new_session(client, model="echo")
+    long = " ".join(f"w{i}" for i in range(300))  # echo: 0.03 s a token
+    async with connect(ws_url(stack)) as ws:
+        for prompt in (long, "too soon"):
+            data = {"session_id": session["id"], "prompt": prompt, "params": {"max_tokens": 300}}
+            await send(ws, "stream_chat", data)
+        frames = [await recv(ws) for _ in range(3)]
+        start = next(f for f in frames if f["event"] == "stream_start")
+        refused = [f for f in frames if f["event"] == "error"]
+        assert [f["data"]["code"] for f in refused] == ["turn_in_progress"], frames
+        assert start["data"]["job_id"] in refused[0]["data"]["message"]
+        job_id = start["data"]["job_id"]
+        await send(ws, "stop", {"job_id": job_id})
+        ended = await until_end(ws, job_id)
+        assert ended[-1]["data"]["finish_reason"] == "cancelled"
+        _, frames = await chat(ws, "next", session_id=session["id"], params={"max_tokens": 1})
+        assert frames[-1]["event"] == "stream_end"
+    read = (await client.get(f"/v1/sessions/{session['id']}")).json()
+    assert [m["content"][:2] for m in read["messages"][::2]] == ["w0", "ne"]  # nothing else
+    statuses = [m["status"] for m in read["messages"]]
+    assert statuses == ["complete", "partial", "complete", "complete"]
+
+
+async def test_a_reply_left_pending_after_its_job_ended_does_not_lock_the_session(
+    stack: str, client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    session = await new_session(client, model="echo")
+    async with connect(ws_url(stack)) as ws:
+        start, _ = await chat(ws, "first", session_id=session["id"], params={"max_tokens": 1})
+    ended_job = start["job_id"]  # completed
+    # Two replies stuck `pending`: one of a job that ended, one of a job that is gone.
+    for position, job_id in ((2, ended_job), (4, str(uuid.uuid4()))):
+        await db.execute(
+            "INSERT INTO chat_messages (id, session_id, position, role, content, status, job_id) "
+            "VALUES (gen_random_uuid(), $1::uuid, $2, 'user', 'lost', 'complete', NULL), "
+            "(gen_random_uuid(), $1::uuid, $2 + 1, 'assistant', '', 'pending', $3::uuid)",
+            session["id"],
+            position,
+            job_id,
+        )
+    await db.execute(
+        "UPDATE chat_sessions SET message_count = 6 WHERE id = $1::uuid", session["id"]
+    )
+    async with connect(ws_url(stack)) as ws:
+        start, frames = await chat(ws, "again", session_id=session["id"], params={"max_tokens": 4})
+    assert frames[-1]["event"] == "stream_end", frames[-1]
+    # The stuck turns are left out of the context: it is the first turn and the new prompt.
+    assert frames[-1]["data"]["finish_reason"] == "length"
+    job = (await client.get(f"/v1/jobs/{start['job_id']}")).json()
+    assert job["output"] == "user: first assistant: user:"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inferq.api import job_service
@@ -24,7 +25,8 @@ from inferq.catalog import resolve_model
 from inferq.context import cut_mark
 from inferq.db import sessions_repo as repo
 from inferq.db.chat import ChatMessage, ChatSession, MessageStatus
-from inferq.errors import InvalidValue, NotFound
+from inferq.db.models import Job, JobStatus
+from inferq.errors import InferqError, InvalidValue, NotFound
 
 # Sampling parameters a turn may set; the rest of JobCreate belongs to the session.
 TURN_PARAMS = frozenset(
@@ -36,6 +38,12 @@ _REPLIED = (MessageStatus.COMPLETE.value, MessageStatus.PARTIAL.value)
 
 class SessionNotFound(NotFound):
     code = "session_not_found"
+
+
+class TurnInProgress(InferqError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "turn_in_progress"
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,14 @@ async def start_turn(state: AppState, db: AsyncSession, request: StreamChat) -> 
     else:
         chat = await load_session(db, request.session_id)
     spec = resolve_model(state.settings, model or chat.model)
+    # Positions first: the session's row lock holds a concurrent turn of the session until
+    # this one commits, so the history read next shows its pending reply.
+    reserved = await repo.reserve_positions(db, chat.id, 2)
+    if reserved is None:  # deleted meanwhile
+        raise SessionNotFound(f"No session with id '{chat.id}'.", param="session_id")
+    chat, first = reserved
     history = await repo.list_messages(db, chat.id)
+    await _refuse_while_generating(db, chat, history)
     messages = [*context_messages(chat, history), {"role": "user", "content": request.prompt}]
     fitted, dropped = fit_count(messages, state.settings.max_messages)
     body = job_body(spec.name, fitted, request.params)
@@ -79,10 +94,6 @@ async def start_turn(state: AppState, db: AsyncSession, request: StreamChat) -> 
     if dropped:  # recorded as the job's prompt_truncated, with the whole history's size
         full = await job_service.tokens_in(tokenizer, tokenizer.render_chat(messages))
         options = job_service.SubmitOptions(shortened_from_tokens=full)
-    reserved = await repo.reserve_positions(db, chat.id, 2)
-    if reserved is None:  # deleted meanwhile
-        raise SessionNotFound(f"No session with id '{chat.id}'.", param="session_id")
-    chat, first = reserved
     if chat.title is None:
         chat.title = _title(request.prompt)
     job_id = uuid.uuid4()
@@ -111,6 +122,33 @@ async def start_turn(state: AppState, db: AsyncSession, request: StreamChat) -> 
     )
     job = await job_service.submit_job(state, db, body, job_id=job_id, options=options)
     return Turn(job_id=str(job.id), session_id=str(chat.id))
+
+
+async def _refuse_while_generating(
+    db: AsyncSession, chat: ChatSession, history: Sequence[ChatMessage]
+) -> None:
+    """409 turn_in_progress while a reply of the session is still being generated.
+
+    A second turn would be generated without the first (its reply is not there yet), so the
+    stored conversation would not be what the model saw. Only a reply whose job is still
+    unfinished counts: one left `pending` although its job ended or is gone (pruned) does
+    not lock the session.
+    """
+    pending = [
+        m.job_id
+        for m in history
+        if m.role == "assistant" and m.status == MessageStatus.PENDING.value and m.job_id
+    ]
+    if not pending:
+        return
+    rows = await db.execute(select(Job.id, Job.status).where(Job.id.in_(pending)))
+    running = [row.id for row in rows if not JobStatus(row.status).is_final]
+    if running:
+        raise TurnInProgress(
+            f"Session '{chat.id}' has a turn in progress (job '{running[0]}'); send the next "
+            "turn after its stream_end, or stop it first.",
+            param="session_id",
+        )
 
 
 def context_messages(chat: ChatSession, history: Sequence[ChatMessage]) -> list[dict[str, Any]]:
