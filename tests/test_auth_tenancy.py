@@ -83,6 +83,7 @@ async def _recv(ws: Any) -> dict[str, Any]:
 async def test_websocket_needs_valid_credentials(stack: str) -> None:
     async with connect(_ws(stack)) as ws:  # no credentials: nothing but `auth` is served
         await ws.send(json.dumps({"event": "stream_chat", "data": {"prompt": "hi"}}))
+        assert (await _recv(ws))["data"]["code"] == "unauthorized"  # then the close
         with pytest.raises(ConnectionClosed) as closed:
             await _recv(ws)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
@@ -93,6 +94,7 @@ async def test_websocket_needs_valid_credentials(stack: str) -> None:
     assert refused.value.response.status_code == 403
     async with connect(_ws(stack)) as ws:  # a first `auth` message with a bad token
         await ws.send(json.dumps({"event": "auth", "data": {"token": "iq_nope"}}))
+        assert (await _recv(ws))["data"]["code"] == "invalid_api_key"  # then the close
         with pytest.raises(ConnectionClosed) as closed:
             await _recv(ws)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008

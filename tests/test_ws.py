@@ -8,13 +8,17 @@ import json
 import os
 import time
 import uuid
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Close
 
-from tests.conftest import API_KEY, API_PORT, AUTH, wait_final
+from tests.auth_helpers import create_key, create_tenant
+from tests.conftest import API_KEY, API_PORT, AUTH, _pg_dsn, wait_final
 from tests.stack import LOG_DIR, Proc, inferq_argv, wait_http
 from tests.wschat import (
     chat,
@@ -28,6 +32,22 @@ from tests.wschat import (
 )
 
 LONG = " ".join(f"t{i}" for i in range(200))
+
+
+async def tests_key(scopes: tuple[str, ...] = ("inference",), **kwargs: Any) -> str:
+    """A new key of the tests' tenant (written to PostgreSQL, as `inferq keys create` does)."""
+    tenant_id, _ = await create_tenant(_pg_dsn(), "tests", "unlimited")
+    return await create_key(_pg_dsn(), tenant_id, scopes, **kwargs)
+
+
+async def closed_after(ws: ClientConnection, timeout: float = 10) -> tuple[list[Any], Close]:
+    """The frames a socket still gets, and the close frame that ends it."""
+    frames: list[Any] = []
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            frames.append(await recv(ws, timeout))
+    assert closed.value.rcvd is not None, "the server sent no close frame"
+    return frames, closed.value.rcvd
 
 
 async def test_chat_streams_tokens_in_order_and_ends(stack: str) -> None:
@@ -312,3 +332,25 @@ async def test_outbox_is_bounded_and_closes_a_stalled_reader_with_1013() -> None
     writer.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await writer
+
+
+async def test_refusals_send_their_error_frame_before_the_1008_close(stack: str) -> None:
+    async with connect(ws_url(stack), additional_headers={}) as ws:  # no credential
+        await send(ws, "stream_chat", {"prompt": "x"})
+        frames, close = await closed_after(ws)
+    assert [f["data"]["code"] for f in frames] == ["unauthorized"]
+    assert (close.code, close.reason) == (1008, "authentication required")
+
+    async with connect(ws_url(stack), additional_headers={}) as ws:
+        await send(ws, "auth", {"token": "garbage"})
+        frames, close = await closed_after(ws)
+    assert [f["data"]["code"] for f in frames] == ["invalid_api_key"]
+    assert (close.code, close.reason) == (1008, "invalid credentials")
+
+    admin_only = await tests_key(("admin",))  # valid, but not for inference
+    async with connect(ws_url(stack), additional_headers={}) as ws:
+        await send(ws, "auth", {"token": admin_only})
+        frames, close = await closed_after(ws)
+    assert [f["data"]["code"] for f in frames] == ["insufficient_scope"]
+    assert "inference" in frames[0]["data"]["message"]
+    assert (close.code, close.reason) == (1008, "insufficient scope")

@@ -32,10 +32,11 @@ from inferq.api.job_events import job_events
 from inferq.api.session_schemas import StreamChat
 from inferq.api.state import AppState
 from inferq.api.strict_json import strict_json
+from inferq.auth.errors import Forbidden
 from inferq.auth.principal import Principal, bind
 from inferq.auth.ws_auth import CLOSE_POLICY, authenticate_socket, origin_allowed
 from inferq.background import spawn
-from inferq.errors import InferqError
+from inferq.errors import InferqError, ServiceUnavailable
 from inferq.queue.stream import stream_events
 
 log = logging.getLogger(__name__)
@@ -72,26 +73,31 @@ class Outbox:
             return
         if len(self._frames) >= self._limit:
             log.warning("websocket reader too slow, closing", extra={"queued": len(self._frames)})
-            self.close(CLOSE_TRY_AGAIN, "send queue full: reconnect and resume")
+            self.close(CLOSE_TRY_AGAIN, "send queue full: reconnect and resume", drop=True)
             return
         self._frames.append(json.dumps({"event": event, "data": data}, separators=(",", ":")))
         self._ready.set()
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: int, reason: str, *, drop: bool = False) -> None:
+        """Close after the frames already queued (an error that explains the close, say);
+        `drop` discards them instead (an overflow: the reader is not reading anyway)."""
         if self.closing is None:
             self.closing = (code, reason)
-            self._frames.clear()
+            if drop:
+                self._frames.clear()
             self.close_requested.set()
             self._ready.set()
 
     async def run(self) -> None:
-        """Send frames until a close is asked for, then send the close frame."""
+        """Send frames until a close is asked for, then what is still queued, then the close."""
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-            while self.closing is None:
+            while True:
                 await self._ready.wait()
                 self._ready.clear()
-                while self._frames and self.closing is None:
+                while self._frames:
                     await self._ws.send_text(self._frames.popleft())
+                if self.closing is not None:
+                    break
             await self._ws.close(*self.closing)
 
 
@@ -175,7 +181,7 @@ class Connection:
     async def serve(self) -> None:
         offered = self.ws.scope.get("subprotocols", [])
         if not origin_allowed(self.ws, self.settings) or (
-            self.credential is not None and not await self._authenticate(self.credential)
+            self.credential is not None and await self._authenticate(self.credential) is not None
         ):
             await self.ws.close(code=CLOSE_POLICY)  # before accept: the handshake gets 403
             return
@@ -313,20 +319,33 @@ class Connection:
             return
         self._auth_task = asyncio.create_task(self._auth_message(token))
 
-    async def _authenticate(self, credential: str) -> bool:
+    async def _authenticate(self, credential: str) -> InferqError | None:
+        """None once `credential` is the socket's; else why it is not (never raised)."""
         try:
             self.principal = await authenticate_socket(self.state, credential)
-        except (InferqError, RedisError, DBAPIError, OSError):
+        except InferqError as exc:
             self.principal = None
-            return False
-        return True
+            return exc
+        except (RedisError, DBAPIError, OSError):
+            self.principal = None
+            return ServiceUnavailable("A backend is unavailable; retry shortly.")
+        return None
 
     async def _auth_message(self, token: str) -> bool:
-        if await self._authenticate(token):
+        refused = await self._authenticate(token)
+        if refused is None:
             assert self.principal is not None
             self.outbox.send("authenticated", {"tenant": self.principal.tenant_name})
             return True
-        self.error("invalid_api_key", "Invalid credentials.")
+        if isinstance(refused, ServiceUnavailable):
+            self.error(refused.code, refused.message)
+            self.outbox.close(CLOSE_TRY_AGAIN, "backend unavailable: retry")
+            return False
+        if isinstance(refused, Forbidden):  # a valid credential, without the scope
+            self.error(refused.code, refused.message)
+            self.outbox.close(CLOSE_POLICY, "insufficient scope")
+            return False
+        self.error(refused.code, "Invalid credentials.")
         self.outbox.close(CLOSE_POLICY, "invalid credentials")
         return False
 

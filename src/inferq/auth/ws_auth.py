@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from starlette.websockets import WebSocket
 
 from inferq.api.state import AppState
+from inferq.auth.errors import Forbidden
 from inferq.auth.principal import Principal, resolve_principal
 from inferq.settings import Settings
 
@@ -33,7 +34,5 @@ async def authenticate_socket(state: AppState, credential: str | None) -> Princi
         state.settings, state.sessions, state.verified_keys, credential
     )
     if "inference" not in principal.scopes:
-        from inferq.auth.errors import Forbidden
-
         raise Forbidden("This credential lacks the 'inference' scope.")
     return principal
