@@ -354,3 +354,14 @@ async def test_refusals_send_their_error_frame_before_the_1008_close(stack: str)
     assert [f["data"]["code"] for f in frames] == ["insufficient_scope"]
     assert "inference" in frames[0]["data"]["message"]
     assert (close.code, close.reason) == (1008, "insufficient scope")
+
+
+async def test_handshake_reads_the_credential_as_rest_does(stack: str) -> None:
+    for headers in ({"Authorization": f"bearer {API_KEY}"}, {"x-api-key": API_KEY}):
+        async with connect(ws_url(stack), additional_headers=headers) as ws:
+            _, frames = await chat(ws, "any case", model="echo", params={"max_tokens": 2})
+            assert frames[-1]["event"] == "stream_end", (headers.keys(), frames[-1])
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(ws_url(stack), additional_headers={"Authorization": f"Basic {API_KEY}"}):
+            pass
+    assert refused.value.response.status_code == 403

@@ -33,7 +33,7 @@ from inferq.api.session_schemas import StreamChat
 from inferq.api.state import AppState
 from inferq.api.strict_json import strict_json
 from inferq.auth.errors import Forbidden
-from inferq.auth.principal import Principal, bind
+from inferq.auth.principal import Principal, bind, credential_of
 from inferq.auth.ws_auth import CLOSE_POLICY, authenticate_socket, origin_allowed
 from inferq.background import spawn
 from inferq.errors import InferqError, ServiceUnavailable
@@ -51,6 +51,7 @@ _CLOSE_GRACE_S = 2.0
 _OPEN_EVENTS = frozenset({"auth", "ping", "pong"})  # allowed before authentication
 
 Frame = tuple[str, dict[str, Any]]
+_UNUSABLE = "unusable credential"  # an Authorization header that is not a bearer credential
 
 
 class Outbox:
@@ -138,10 +139,15 @@ def frame_of(job_id: str, event: dict[str, Any]) -> Frame:
 
 
 def _credential(websocket: WebSocket) -> str | None:
-    """The bearer credential of the handshake, if any. Kept in memory only, never logged."""
-    header = websocket.headers.get("authorization")
-    if header:
-        return header.removeprefix("Bearer ").strip()
+    """The credential of the handshake, if any. Kept in memory only, never logged.
+
+    Read as REST reads it (`credential_of`: `Authorization: Bearer`, any case, or `x-api-key`),
+    else from a `bearer.<token>` subprotocol (browsers cannot set headers on a WebSocket).
+    """
+    if (credential := credential_of(dict(websocket.headers))) is not None:
+        return credential
+    if websocket.headers.get("authorization"):
+        return _UNUSABLE  # another scheme (Basic, say): refused at the handshake, as before
     for offered in websocket.scope.get("subprotocols", []):
         if offered.startswith(BEARER_SUBPROTOCOL_PREFIX):
             return str(offered[len(BEARER_SUBPROTOCOL_PREFIX) :])
