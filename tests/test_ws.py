@@ -8,10 +8,13 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import httpx
+import jwt
 import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -244,35 +247,48 @@ async def test_credentials_are_never_logged(stack: str) -> None:
     assert secret not in logs and API_KEY not in logs
 
 
-async def test_idle_socket_gets_pings_and_is_closed_after_the_timeout(stack: str) -> None:
+JWT_SECRET = "ws-test-secret-0123456789abcdef0123456789"
+IDLE_TIMEOUT_S = 1.2
+
+
+@pytest.fixture(scope="module")
+def tuned_api(stack: str) -> Iterator[str]:
+    """A second API on the same stack: quick pings and idle timeout, HS256 JWTs, no leeway."""
     port = API_PORT + 1
     env = {
         "INFERQ_API_PORT": str(port),
         "INFERQ_WS_PING_INTERVAL_S": "0.3",
-        "INFERQ_WS_IDLE_TIMEOUT_S": "1.2",
+        "INFERQ_WS_IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S),
+        "INFERQ_JWT_ALGORITHM": "HS256",
+        "INFERQ_JWT_SECRET": JWT_SECRET,
+        "INFERQ_JWT_LEEWAY_S": "0",
     }
-    proc = Proc("api-ws-idle", inferq_argv("api"), env)
+    proc = Proc("api-ws-tuned", inferq_argv("api"), env)
     try:
-        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/health", proc)
-        base = f"http://127.0.0.1:{port}"
-        async with connect(ws_url(base)) as alive, connect(ws_url(base)) as silent:
-            pings = 0
-            async with asyncio.timeout(10):
-                deadline = time.monotonic() + 3
-                while time.monotonic() < deadline:  # answers each ping: kept open
-                    frame = await recv(alive)
-                    assert frame["event"] == "ping"
-                    pings += 1
-                    await send(alive, "pong")
-            assert pings >= 3
-            with pytest.raises(ConnectionClosed) as closed:
-                while True:  # never answered: closed after the idle timeout
-                    await recv(silent, timeout=5)
-            assert closed.value.rcvd is not None and closed.value.rcvd.reason == "idle timeout"
-            await send(alive, "ping")
-            assert (await recv(alive))["event"] in ("pong", "ping")
+        wait_http(f"http://127.0.0.1:{port}/health", proc)
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.stop()
+
+
+async def test_idle_socket_gets_pings_and_is_closed_after_the_timeout(tuned_api: str) -> None:
+    base = tuned_api
+    async with connect(ws_url(base)) as alive, connect(ws_url(base)) as silent:
+        pings = 0
+        async with asyncio.timeout(10):
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:  # answers each ping: kept open
+                frame = await recv(alive)
+                assert frame["event"] == "ping"
+                pings += 1
+                await send(alive, "pong")
+        assert pings >= 3
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:  # never answered: closed after the idle timeout
+                await recv(silent, timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.reason == "idle timeout"
+        await send(alive, "ping")
+        assert (await recv(alive))["event"] in ("pong", "ping")
 
 
 async def test_terminal_chat_client(stack: str) -> None:
@@ -365,3 +381,56 @@ async def test_handshake_reads_the_credential_as_rest_does(stack: str) -> None:
         async with connect(ws_url(stack), additional_headers={"Authorization": f"Basic {API_KEY}"}):
             pass
     assert refused.value.response.status_code == 403
+
+
+async def refused_and_closed(ws: ClientConnection, code: str) -> None:
+    frames, close = await closed_after(ws)
+    assert [f["data"]["code"] for f in frames if f["event"] == "error"] == [code], frames
+    assert not [f for f in frames if f["event"] == "stream_start"], frames
+    assert (close.code, close.reason) == (1008, code)
+
+
+async def test_revoked_key_stops_working_on_an_open_socket(client: httpx.AsyncClient) -> None:
+    made = await client.post("/v1/admin/keys", json={"scopes": ["inference"]})
+    assert made.status_code == 201, made.text
+    key = {"Authorization": f"Bearer {made.json()['key']}"}
+    url = ws_url(str(client.base_url).rstrip("/"))
+    async with (
+        connect(url, additional_headers=key) as chatting,
+        connect(url, additional_headers=key) as resuming,
+        connect(url, additional_headers=key) as stopping,
+    ):
+        start, _ = await chat(chatting, "before", model="echo", params={"max_tokens": 2})
+        revoked = await client.delete(f"/v1/admin/keys/{made.json()['id']}")
+        assert revoked.status_code == 204
+        await send(chatting, "stream_chat", {"prompt": "after", "model": "echo"})
+        await refused_and_closed(chatting, "revoked_api_key")
+        await send(resuming, "resume", {"job_id": start["job_id"], "last_seq": -1})
+        await refused_and_closed(resuming, "revoked_api_key")
+        await send(stopping, "stop", {"job_id": start["job_id"]})
+        await refused_and_closed(stopping, "revoked_api_key")
+
+
+async def test_expired_key_stops_working_on_an_open_socket(stack: str) -> None:
+    expires_at = datetime.now(UTC) + timedelta(seconds=1.5)
+    key = await tests_key(expires_at=expires_at)
+    async with connect(ws_url(stack), additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+        await chat(ws, "before", model="echo", params={"max_tokens": 1})
+        await asyncio.sleep(max(0.0, (expires_at - datetime.now(UTC)).total_seconds()) + 0.2)
+        await send(ws, "stream_chat", {"prompt": "after", "model": "echo"})
+        await refused_and_closed(ws, "expired_api_key")
+
+
+async def test_jwt_past_its_exp_stops_working_on_an_open_socket(tuned_api: str) -> None:
+    exp = time.time() + 2
+    claims = {"tenant": "tests", "aud": "inferq", "scope": "inference", "exp": int(exp) + 1}
+    token = jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+    bearer = {"Authorization": f"Bearer {token}"}
+    async with connect(ws_url(tuned_api), additional_headers=bearer) as ws:
+        await chat(ws, "before", model="echo", params={"max_tokens": 1})
+        while time.time() < claims["exp"] + 0.3:  # keep the socket busy past the idle timeout
+            await send(ws, "ping")
+            assert (await recv(ws))["event"] in ("pong", "ping")
+            await asyncio.sleep(0.2)
+        await send(ws, "stream_chat", {"prompt": "after", "model": "echo"})
+        await refused_and_closed(ws, "invalid_token")

@@ -32,9 +32,14 @@ from inferq.api.job_events import job_events
 from inferq.api.session_schemas import StreamChat
 from inferq.api.state import AppState
 from inferq.api.strict_json import strict_json
-from inferq.auth.errors import Forbidden
+from inferq.auth.errors import Forbidden, Unauthenticated
 from inferq.auth.principal import Principal, bind, credential_of
-from inferq.auth.ws_auth import CLOSE_POLICY, authenticate_socket, origin_allowed
+from inferq.auth.ws_auth import (
+    CLOSE_POLICY,
+    SocketCredential,
+    authenticate_socket,
+    origin_allowed,
+)
 from inferq.background import spawn
 from inferq.errors import InferqError, ServiceUnavailable
 from inferq.queue.stream import stream_events
@@ -174,6 +179,7 @@ class Connection:
         # Validated before accept (handshake) or by an `auth` message; never logged.
         self.credential = _credential(websocket)
         self.principal: Principal | None = None
+        self.checked: SocketCredential | None = None  # checked again before each request
         self._auth_task: asyncio.Task[bool] | None = None
         self.handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "stream_chat": self._on_stream_chat,
@@ -265,11 +271,17 @@ class Connection:
         """A chat's failure is an `error` event on its socket, never the socket's end."""
         if self._auth_task is not None:
             await asyncio.wait({self._auth_task})  # an `auth` sent just before still counts
-        if self.principal is None:
+        if self.principal is None or self.checked is None:
             coro.close()
             return
-        bind(self.principal)  # this task's caller: job and session queries are scoped to it
         try:
+            try:  # the credential again: it may have been revoked or expired since
+                self.principal = await self.checked.check(self.state)
+            except (Unauthenticated, Forbidden) as exc:
+                self.error(exc.code, exc.message)
+                self.outbox.close(CLOSE_POLICY, exc.code)
+                return
+            bind(self.principal)  # this task's caller: job and session queries are scoped to it
             await coro
         except InferqError as exc:
             self.error(exc.code, exc.message)
@@ -282,6 +294,8 @@ class Connection:
         except Exception:
             log.exception("chat failed")
             self.error("internal_error", "Internal server error.")
+        finally:
+            coro.close()  # a no-op once run; a refused request's coroutine never starts
 
     def _admit(self) -> bool:
         if len(self.chats) >= self.settings.ws_max_streams:
@@ -329,6 +343,7 @@ class Connection:
         """None once `credential` is the socket's; else why it is not (never raised)."""
         try:
             self.principal = await authenticate_socket(self.state, credential)
+            self.checked = SocketCredential(credential, self.principal)
         except InferqError as exc:
             self.principal = None
             return exc
