@@ -434,3 +434,52 @@ async def test_jwt_past_its_exp_stops_working_on_an_open_socket(tuned_api: str) 
             await asyncio.sleep(0.2)
         await send(ws, "stream_chat", {"prompt": "after", "model": "echo"})
         await refused_and_closed(ws, "invalid_token")
+
+
+async def test_request_id_is_echoed_in_every_reply_to_its_message(stack: str) -> None:
+    async with connect(ws_url(stack)) as ws:
+        for i in range(6):
+            await send(
+                ws,
+                "stream_chat",
+                {"prompt": f"order {i}", "model": "echo", "params": {"max_tokens": 3},
+                 "request_id": f"r{i}"},
+            )  # fmt: skip
+        await send(ws, "stream_chat", {"prompt": "x", "model": "nope", "request_id": "no-model"})
+        await send(ws, "stream_chat", {"prompt": "", "request_id": "no-prompt"})
+        await send(ws, "stream_chat", {"prompt": "x", "request_id": "not valid!"})
+        frames: list[dict[str, Any]] = []
+        async with asyncio.timeout(60):
+            while sum(f["event"] in ("stream_end", "error") for f in frames) < 9:
+                frames.append(await recv(ws))
+        starts = {
+            f["data"]["request_id"]: f["data"] for f in frames if f["event"] == "stream_start"
+        }
+        assert sorted(starts) == [f"r{i}" for i in range(6)]
+        for i in range(6):
+            job_id = starts[f"r{i}"]["job_id"]
+            assert text_of(frames, job_id) == f"user: order {i}", (i, text_of(frames, job_id))
+            (end,) = [
+                f for f in frames if f["event"] == "stream_end" and f["data"]["job_id"] == job_id
+            ]
+            assert end["data"]["request_id"] == f"r{i}"
+        assert all("request_id" not in f["data"] for f in frames if f["event"] == "stream_token")
+        errors = {f["data"].get("request_id"): f["data"] for f in frames if f["event"] == "error"}
+        assert errors["no-model"]["code"] == "model_not_found"
+        assert errors["no-prompt"]["code"] == "invalid_value"
+        assert errors["no-prompt"]["param"] == "prompt"
+        assert errors[None]["code"] == "invalid_value" and errors[None]["param"] == "request_id"
+
+        await send(
+            ws, "resume", {"job_id": starts["r0"]["job_id"], "last_seq": 1, "request_id": "again"}
+        )
+        replay = await until_end(ws, starts["r0"]["job_id"])
+        assert replay[-1]["event"] == "stream_end" and replay[-1]["data"]["request_id"] == "again"
+        missing = str(uuid.uuid4())
+        await send(ws, "stop", {"job_id": missing, "request_id": "stop-1"})
+        await send(ws, "resume", {"job_id": missing, "request_id": "resume-1"})
+        answers = [(await recv(ws))["data"] for _ in range(2)]
+        assert sorted((a["request_id"], a["code"]) for a in answers) == [
+            ("resume-1", "job_not_found"),
+            ("stop-1", "job_not_found"),
+        ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,6 +12,10 @@ from inferq.db.chat import ChatMessage, ChatSession
 
 MAX_TITLE = 200
 MAX_SYSTEM_PROMPT = 32_000
+
+# A WebSocket client's own id for a message, echoed in every reply to it (see docs/websocket.md).
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+RequestId = Annotated[str, Field(strict=True, pattern=REQUEST_ID_PATTERN)]
 
 
 class SessionCreate(BaseModel):
@@ -128,3 +132,4 @@ class StreamChat(BaseModel):
     prompt: str = Field(strict=True, min_length=1)
     model: str | None = Field(default=None, strict=True, min_length=1, max_length=200)
     params: dict[str, Any] = Field(default_factory=dict)
+    request_id: RequestId | None = None

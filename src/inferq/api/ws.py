@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -29,7 +30,7 @@ from starlette.websockets import WebSocketDisconnect
 from inferq.api import chat_service, job_service
 from inferq.api.errors import input_error
 from inferq.api.job_events import job_events
-from inferq.api.session_schemas import StreamChat
+from inferq.api.session_schemas import REQUEST_ID_PATTERN, RequestId, StreamChat
 from inferq.api.state import AppState
 from inferq.api.strict_json import strict_json
 from inferq.auth.errors import Forbidden, Unauthenticated
@@ -111,11 +112,23 @@ class Resume(BaseModel):
     model_config = ConfigDict(extra="forbid")
     job_id: str = Field(strict=True, min_length=1, max_length=100)
     last_seq: int = Field(default=-1, strict=True, ge=-1)
+    request_id: RequestId | None = None
 
 
 class Stop(BaseModel):
     model_config = ConfigDict(extra="forbid")
     job_id: str = Field(strict=True, min_length=1, max_length=100)
+    request_id: RequestId | None = None
+
+
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+_ECHOED = frozenset({"stream_start", "stream_end", "stream_restart", "error"})
+
+
+def request_id_of(data: dict[str, Any]) -> str | None:
+    """The message's `request_id` when it is a valid one: echoed even if the rest is not."""
+    value = data.get("request_id")
+    return value if isinstance(value, str) and _REQUEST_ID.match(value) else None
 
 
 def frame_of(job_id: str, event: dict[str, Any]) -> Frame:
@@ -250,7 +263,11 @@ class Connection:
             known = ", ".join(sorted(self.handlers))
             self.error("unknown_event", f"Unknown event '{message['event'][:50]}'; known: {known}.")
         elif self._unauthenticated(message["event"]):
-            self.error("unauthorized", 'Authenticate first: {"event": "auth", "data": {"token"}}.')
+            self.error(
+                "unauthorized",
+                'Authenticate first: {"event": "auth", "data": {"token"}}.',
+                request_id=request_id_of(data),
+            )
             self.outbox.close(CLOSE_POLICY, "authentication required")
         else:
             handler(data)
@@ -258,16 +275,28 @@ class Connection:
     def _unauthenticated(self, event: str) -> bool:
         return self.principal is None and self._auth_task is None and event not in _OPEN_EVENTS
 
-    def error(self, code: str, message: str, job_id: str | None = None) -> None:
-        data: dict[str, Any] = {"code": code, "message": message}
+    def error(
+        self,
+        code: str,
+        message: str,
+        job_id: str | None = None,
+        *,
+        request_id: str | None = None,
+        **extra: Any,
+    ) -> None:
+        data: dict[str, Any] = {"code": code, "message": message, **extra}
         if job_id is not None:
             data["job_id"] = job_id
+        if request_id is not None:
+            data["request_id"] = request_id
         self.outbox.send("error", data)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], *, chat: bool) -> None:
-        spawn(self.chats if chat else self.helpers, self._guarded(coro))
+    def _spawn(
+        self, coro: Coroutine[Any, Any, None], *, chat: bool, request_id: str | None
+    ) -> None:
+        spawn(self.chats if chat else self.helpers, self._guarded(coro, request_id))
 
-    async def _guarded(self, coro: Coroutine[Any, Any, None]) -> None:
+    async def _guarded(self, coro: Coroutine[Any, Any, None], request_id: str | None) -> None:
         """A chat's failure is an `error` event on its socket, never the socket's end."""
         if self._auth_task is not None:
             await asyncio.wait({self._auth_task})  # an `auth` sent just before still counts
@@ -278,59 +307,69 @@ class Connection:
             try:  # the credential again: it may have been revoked or expired since
                 self.principal = await self.checked.check(self.state)
             except (Unauthenticated, Forbidden) as exc:
-                self.error(exc.code, exc.message)
+                self.error(exc.code, exc.message, request_id=request_id)
                 self.outbox.close(CLOSE_POLICY, exc.code)
                 return
             bind(self.principal)  # this task's caller: job and session queries are scoped to it
             await coro
         except InferqError as exc:
-            self.error(exc.code, exc.message)
+            self.error(exc.code, exc.message, request_id=request_id)
         except (RedisError, DBAPIError, OSError, UnicodeEncodeError) as exc:
             if (refused := input_error(exc)) is not None:
-                self.error(refused.code, refused.message)
+                self.error(refused.code, refused.message, request_id=request_id)
                 return
             log.warning("backend unavailable during a chat", extra={"error": str(exc)})
-            self.error("service_unavailable", "A backend is unavailable; retry shortly.")
+            self.error(
+                "service_unavailable",
+                "A backend is unavailable; retry shortly.",
+                request_id=request_id,
+            )
         except Exception:
             log.exception("chat failed")
-            self.error("internal_error", "Internal server error.")
+            self.error("internal_error", "Internal server error.", request_id=request_id)
         finally:
             coro.close()  # a no-op once run; a refused request's coroutine never starts
 
-    def _admit(self) -> bool:
+    def _admit(self, request_id: str | None) -> bool:
         if len(self.chats) >= self.settings.ws_max_streams:
             self.error(
                 "too_many_streams",
                 f"At most {self.settings.ws_max_streams} chats at once on one socket.",
+                request_id=request_id,
             )
             return False
         return True
+
+    def _invalid(self, exc: ValidationError, data: dict[str, Any]) -> None:
+        message, field = _first_error(exc)
+        where = {"param": field} if field else {}
+        self.error("invalid_value", message, request_id=request_id_of(data), **where)
 
     def _on_stream_chat(self, data: dict[str, Any]) -> None:
         try:
             request = StreamChat.model_validate(data)
         except ValidationError as exc:
-            self.error("invalid_value", _first_error(exc)[0])
+            self._invalid(exc, data)
             return
-        if self._admit():
-            self._spawn(self._chat(request), chat=True)
+        if self._admit(request.request_id):
+            self._spawn(self._chat(request), chat=True, request_id=request.request_id)
 
     def _on_resume(self, data: dict[str, Any]) -> None:
         try:
             request = Resume.model_validate(data)
         except ValidationError as exc:
-            self.error("invalid_value", _first_error(exc)[0])
+            self._invalid(exc, data)
             return
-        if self._admit():
-            self._spawn(self._resume(request), chat=True)
+        if self._admit(request.request_id):
+            self._spawn(self._resume(request), chat=True, request_id=request.request_id)
 
     def _on_stop(self, data: dict[str, Any]) -> None:
         try:
             request = Stop.model_validate(data)
         except ValidationError as exc:
-            self.error("invalid_value", _first_error(exc)[0])
+            self._invalid(exc, data)
             return
-        self._spawn(self._stop(request.job_id), chat=False)
+        self._spawn(self._stop(request), chat=False, request_id=request.request_id)
 
     def _on_auth(self, data: dict[str, Any]) -> None:
         token = data.get("token")
@@ -373,30 +412,39 @@ class Connection:
     async def _chat(self, request: StreamChat) -> None:
         async with self.state.sessions() as db:
             turn = await chat_service.start_turn(self.state, db, request)
-        self.outbox.send("stream_start", {"job_id": turn.job_id, "session_id": turn.session_id})
+        start: dict[str, Any] = {"job_id": turn.job_id, "session_id": turn.session_id}
+        if request.request_id is not None:
+            start["request_id"] = request.request_id
+        self.outbox.send("stream_start", start)
         events = stream_events(self.state.redis, self.state.hub, turn.job_id, 0)
-        await self._relay(turn.job_id, events)
+        await self._relay(turn.job_id, events, request.request_id)
 
     async def _resume(self, request: Resume) -> None:
         try:
             async with self.state.sessions() as db:
                 job = await job_service.load_job(db, request.job_id)
         except InferqError as exc:
-            self.error(exc.code, exc.message, request.job_id)
+            self.error(exc.code, exc.message, request.job_id, request_id=request.request_id)
             return
         events = job_events(self.state.redis, self.state.hub, job, request.last_seq + 1)
-        await self._relay(str(job.id), events)
+        await self._relay(str(job.id), events, request.request_id)
 
-    async def _stop(self, job_id: str) -> None:
+    async def _stop(self, request: Stop) -> None:
         try:
             async with self.state.sessions() as db:
-                await job_service.cancel_job(self.state, db, job_id)
+                await job_service.cancel_job(self.state, db, request.job_id)
         except InferqError as exc:
-            self.error(exc.code, exc.message, job_id)
+            self.error(exc.code, exc.message, request.job_id, request_id=request.request_id)
 
-    async def _relay(self, job_id: str, events: AsyncIterator[dict[str, Any]]) -> None:
+    async def _relay(
+        self, job_id: str, events: AsyncIterator[dict[str, Any]], request_id: str | None
+    ) -> None:
+        """Send a job's events; `request_id` goes on every frame but the (hot) tokens."""
         async for event in events:
-            self.outbox.send(*frame_of(job_id, event))
+            kind, data = frame_of(job_id, event)
+            if request_id is not None and kind in _ECHOED:
+                data["request_id"] = request_id
+            self.outbox.send(kind, data)
             if self.outbox.closing is not None:
                 return
 
