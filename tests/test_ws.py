@@ -483,3 +483,21 @@ async def test_request_id_is_echoed_in_every_reply_to_its_message(stack: str) ->
             ("resume-1", "job_not_found"),
             ("stop-1", "job_not_found"),
         ]
+
+
+async def test_resume_at_or_past_the_end_still_ends_with_a_final_frame(stack: str) -> None:
+    async with connect(ws_url(stack)) as ws:
+        start, frames = await chat(ws, "x y", model="echo", params={"max_tokens": 3})
+        job_id, last = start["job_id"], frames[-1]["data"]["seq"]
+        assert last == 3
+        await send(ws, "resume", {"job_id": job_id, "last_seq": last, "request_id": "at-end"})
+        again = await recv(ws, timeout=5)
+        assert again["event"] == "stream_end", again
+        assert again["data"]["seq"] == last and again["data"]["request_id"] == "at-end"
+        assert again["data"]["finish_reason"] == "length"
+        await send(ws, "resume", {"job_id": job_id, "last_seq": 1000, "request_id": "past"})
+        past = await recv(ws, timeout=5)
+        assert past["event"] == "error", past
+        assert past["data"]["code"] == "invalid_value" and past["data"]["param"] == "last_seq"
+        assert "1000" in past["data"]["message"] and past["data"]["job_id"] == job_id
+        assert past["data"]["request_id"] == "past"

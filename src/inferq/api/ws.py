@@ -43,6 +43,7 @@ from inferq.auth.ws_auth import (
 )
 from inferq.background import spawn
 from inferq.errors import InferqError, ServiceUnavailable
+from inferq.queue.events import is_final
 from inferq.queue.stream import stream_events
 
 log = logging.getLogger(__name__)
@@ -427,7 +428,26 @@ class Connection:
             self.error(exc.code, exc.message, request.job_id, request_id=request.request_id)
             return
         events = job_events(self.state.redis, self.state.hub, job, request.last_seq + 1)
-        await self._relay(str(job.id), events, request.request_id)
+        if await self._relay(str(job.id), events, request.request_id):
+            return
+        # A finished job with nothing after last_seq: a resume still ends with its final frame.
+        final = [e async for e in job_events(self.state.redis, self.state.hub, job, 0)][-1:]
+        if not final or self.outbox.closing is not None:
+            return
+        if request.last_seq == final[0]["seq"]:  # the client has it all: the end once more
+            kind, data = frame_of(str(job.id), final[0])
+            if request.request_id is not None:
+                data["request_id"] = request.request_id
+            self.outbox.send(kind, data)
+            return
+        self.error(
+            "invalid_value",
+            f"last_seq {request.last_seq} is past the end of job {job.id}: its last seq is "
+            f"{final[0]['seq']}.",
+            str(job.id),
+            request_id=request.request_id,
+            param="last_seq",
+        )
 
     async def _stop(self, request: Stop) -> None:
         try:
@@ -438,15 +458,19 @@ class Connection:
 
     async def _relay(
         self, job_id: str, events: AsyncIterator[dict[str, Any]], request_id: str | None
-    ) -> None:
-        """Send a job's events; `request_id` goes on every frame but the (hot) tokens."""
+    ) -> bool:
+        """Send a job's events (`request_id` on every frame but the hot tokens); True when
+        its final event was sent."""
         async for event in events:
             kind, data = frame_of(job_id, event)
             if request_id is not None and kind in _ECHOED:
                 data["request_id"] = request_id
             self.outbox.send(kind, data)
             if self.outbox.closing is not None:
-                return
+                return False
+            if is_final(event):
+                return True
+        return False
 
     async def _keepalive(self) -> None:
         """Ping a quiet client; close a socket that stays silent with nothing streaming."""
