@@ -100,3 +100,34 @@ async def test_prompt_streams_stop_stops_and_reload_shows_the_session(
     await entry.click()
     await page.wait_for_selector(".msg.assistant >> nth=1")
     assert await page.locator(".msg").count() == 4
+
+
+async def test_two_quick_enters_in_a_new_chat_make_one_session_and_match_replies(
+    stack: str, page: playwright_api.Page, client: httpx.AsyncClient
+) -> None:
+    await page.goto(f"{stack}/chat")
+    await page.wait_for_function("document.getElementById('conn').textContent === 'connected'")
+    await page.select_option("#model", "echo")
+    await page.fill("#max-tokens", "6")
+    # Two Enters in one go, as a quick typist's reach the page before any reply does.
+    await page.evaluate(
+        """() => {
+          const prompt = document.getElementById("prompt");
+          for (const text of ["first turn", "second turn"]) {
+            prompt.value = text;
+            prompt.dispatchEvent(new KeyboardEvent("keydown", {key: "Enter", bubbles: true}));
+          }
+        }"""
+    )
+    bubbles = page.locator(".msg.assistant")
+    for i in range(2):
+        await bubbles.nth(i).and_(page.locator("[data-status='complete']")).wait_for()
+    session_id = page.url.split("#", 1)[1]
+    session = (await client.get(f"/v1/sessions/{session_id}")).json()
+    stored = session["messages"]
+    assert [m["content"] for m in stored if m["role"] == "user"] == ["first turn", "second turn"]
+    replies = [m for m in stored if m["role"] == "assistant"]
+    assert len(replies) == 2, "both turns went into one session"
+    for i, reply in enumerate(replies):  # each bubble shows its own turn's job and reply
+        assert await bubbles.nth(i).get_attribute("data-job-id") == reply["job_id"]
+        assert await bubbles.nth(i).locator(".text").text_content() == reply["content"]

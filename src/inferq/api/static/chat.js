@@ -8,7 +8,10 @@ const chat = {
   ws: null,
   sessionId: null,
   jobs: new Map(),     // job_id -> {el, lastSeq, done}
-  awaiting: [],        // assistant elements sent but not yet given a job id
+  pending: new Map(),  // request_id -> assistant element, sent but not yet given a job id
+  creating: null,      // request_id of the turn that creates this chat's session
+  queued: [],          // {data, el}: turns typed before that session exists
+  nextRequest: 0,
   current: null,       // the job the stop button stops
 };
 
@@ -33,6 +36,10 @@ function connect() {
     }
   };
   ws.onclose = () => {
+    // Turns that never got their stream_start: we cannot tell whether they started.
+    for (const el of chat.pending.values()) finishElement(el, "failed", "disconnected");
+    for (const { el } of chat.queued) finishElement(el, "failed", "disconnected");
+    forgetPending();
     setConn("disconnected, reconnecting…", false);
     setTimeout(connect, 1000);
   };
@@ -56,9 +63,10 @@ function handle({ event, data }) {
   if (event === "ping") return send("pong", {});
 }
 
-function onStart({ job_id, session_id }) {
-  const el = chat.awaiting.shift();
-  if (!el) return;
+function onStart({ request_id, job_id, session_id }) {
+  const el = chat.pending.get(request_id);
+  if (!el) return;  // a turn of a chat no longer shown
+  chat.pending.delete(request_id);
   el.dataset.jobId = job_id;
   chat.jobs.set(job_id, { el, lastSeq: -1, done: false });
   chat.current = job_id;
@@ -66,6 +74,10 @@ function onStart({ job_id, session_id }) {
   if (chat.sessionId !== session_id) {
     chat.sessionId = session_id;
     history.replaceState(null, "", "#" + session_id);
+  }
+  if (chat.creating === request_id) {
+    chat.creating = null;
+    sendQueued();
   }
   loadSessions();
 }
@@ -92,13 +104,18 @@ function onEnd({ job_id, seq, finish_reason, usage, timings, cache }) {
   loadSessions();
 }
 
-function onError({ code, message, job_id }) {
+function onError({ code, message, job_id, request_id }) {
   const job = job_id && chat.jobs.get(job_id);
   if (job) {
     job.done = true;
     finishElement(job.el, "failed", code);
-  } else if (chat.awaiting.length && !job_id) {
-    finishElement(chat.awaiting.shift(), "failed", code);
+  } else if (request_id && chat.pending.has(request_id)) {
+    finishElement(chat.pending.get(request_id), "failed", code);
+    chat.pending.delete(request_id);
+    if (chat.creating === request_id) {
+      chat.creating = null;
+      sendQueued();  // the next typed turn creates the session instead
+    }
   }
   if (!chat.current || chat.current === job_id) $("stop").disabled = true;
   setStatus(`error ${code}: ${message}`, true);
@@ -141,19 +158,48 @@ function submit(event) {
   event.preventDefault();
   const prompt = $("prompt").value.trim();
   if (!prompt) return;
+  if (!chat.ws || chat.ws.readyState !== WebSocket.OPEN) {
+    setStatus("not connected", true);
+    return;
+  }
   const data = {
     prompt,
     model: $("model").value,
     params: { max_tokens: parseInt($("max-tokens").value, 10) || 256 },
+    request_id: "r" + ++chat.nextRequest,  // echoed in its stream_start, stream_end, error
   };
-  if (chat.sessionId) data.session_id = chat.sessionId;
-  if (!send("stream_chat", data)) return;
   addMessage("user", prompt, "complete");
   const el = addMessage("assistant", "", null);
   el.classList.add("pending");
-  chat.awaiting.push(el);
   $("prompt").value = "";
   setStatus("", false);
+  // In a new chat, a turn typed before the first one's stream_start waits for its session
+  // id: sent at once, it would start a second session.
+  if (!chat.sessionId && chat.creating) chat.queued.push({ data, el });
+  else sendTurn(data, el);
+}
+
+function sendTurn(data, el) {
+  if (chat.sessionId) data.session_id = chat.sessionId;
+  if (!send("stream_chat", data)) {
+    finishElement(el, "failed", "not connected");
+    return;
+  }
+  chat.pending.set(data.request_id, el);
+  if (!data.session_id) chat.creating = data.request_id;
+}
+
+function sendQueued() {
+  while (chat.queued.length && (chat.sessionId || !chat.creating)) {
+    const { data, el } = chat.queued.shift();
+    sendTurn(data, el);
+  }
+}
+
+function forgetPending() {
+  chat.pending.clear();
+  chat.creating = null;
+  chat.queued = [];
 }
 
 function stop() {
@@ -185,7 +231,7 @@ async function openSession(id) {
   const session = await response.json();
   chat.sessionId = session.id;
   chat.jobs.clear();
-  chat.awaiting = [];
+  forgetPending();
   history.replaceState(null, "", "#" + session.id);
   $("messages").replaceChildren();
   if ([...$("model").options].some((o) => o.value === session.model)) $("model").value = session.model;
@@ -209,7 +255,7 @@ async function openSession(id) {
 function newChat() {
   chat.sessionId = null;
   chat.current = null;
-  chat.awaiting = [];
+  forgetPending();
   $("stop").disabled = true;
   $("messages").replaceChildren();
   history.replaceState(null, "", location.pathname);
