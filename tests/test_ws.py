@@ -501,3 +501,19 @@ async def test_resume_at_or_past_the_end_still_ends_with_a_final_frame(stack: st
         assert past["data"]["code"] == "invalid_value" and past["data"]["param"] == "last_seq"
         assert "1000" in past["data"]["message"] and past["data"]["job_id"] == job_id
         assert past["data"]["request_id"] == "past"
+
+
+async def test_idle_clock_starts_when_a_long_chat_ends(tuned_api: str) -> None:
+    async with connect(ws_url(tuned_api)) as ws:  # a client that only listens
+        await send(
+            ws, "stream_chat", {"prompt": LONG, "model": "echo", "params": {"max_tokens": 60}}
+        )
+        started = time.monotonic()
+        while (frame := await recv(ws))["event"] != "stream_end":
+            assert frame["event"] in ("stream_start", "stream_token", "ping"), frame
+        ended = time.monotonic()
+        assert ended - started > IDLE_TIMEOUT_S, "the reply must outlast the idle timeout"
+        _, close = await closed_after(ws)  # the server's pings go unanswered
+        lasted = time.monotonic() - ended
+    assert close.reason == "idle timeout"
+    assert lasted >= IDLE_TIMEOUT_S * 0.8, f"closed {lasted:.2f} s after the reply ended"

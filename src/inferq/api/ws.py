@@ -330,6 +330,7 @@ class Connection:
             self.error("internal_error", "Internal server error.", request_id=request_id)
         finally:
             coro.close()  # a no-op once run; a refused request's coroutine never starts
+            self.last_heard = time.monotonic()  # the idle clock starts when a chat ends
 
     def _admit(self, request_id: str | None) -> bool:
         if len(self.chats) >= self.settings.ws_max_streams:
@@ -473,7 +474,12 @@ class Connection:
         return False
 
     async def _keepalive(self) -> None:
-        """Ping a quiet client; close a socket that stays silent with nothing streaming."""
+        """Ping a quiet client; close a socket that stays silent with nothing streaming.
+
+        Silence is counted from the last frame received (a JSON `pong`, any message) or the
+        end of the last chat, whichever is later. Protocol-level ping/pong frames never reach
+        the application (the server answers and sends them itself), so they do not count.
+        """
         interval, timeout = self.settings.ws_ping_interval_s, self.settings.ws_idle_timeout_s
         last_ping = time.monotonic()
         while True:
