@@ -517,3 +517,21 @@ async def test_idle_clock_starts_when_a_long_chat_ends(tuned_api: str) -> None:
         lasted = time.monotonic() - ended
     assert close.reason == "idle timeout"
     assert lasted >= IDLE_TIMEOUT_S * 0.8, f"closed {lasted:.2f} s after the reply ended"
+
+
+async def test_stop_requests_in_flight_are_bounded_per_socket(stack: str) -> None:
+    from inferq.api.ws import MAX_PENDING_STOPS
+
+    burst = 200
+    async with connect(ws_url(stack)) as ws:
+        missing = str(uuid.uuid4())
+        await asyncio.gather(
+            *(send(ws, "stop", {"job_id": missing, "request_id": f"s{i}"}) for i in range(burst))
+        )
+        answers = [(await recv(ws))["data"] for _ in range(burst)]
+        assert sorted(a["request_id"] for a in answers) == sorted(f"s{i}" for i in range(burst))
+        codes = [a["code"] for a in answers]
+        assert set(codes) == {"job_not_found", "too_many_requests"}, set(codes)
+        assert codes.count("job_not_found") >= MAX_PENDING_STOPS
+        await send(ws, "ping")  # the socket still serves
+        assert (await recv(ws))["event"] == "pong"

@@ -55,6 +55,7 @@ CLOSE_NORMAL = 1000
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 _CLOSE_GRACE_S = 2.0
+MAX_PENDING_STOPS = 4  # stop requests in flight per socket (chats and resumes: ws_max_streams)
 _OPEN_EVENTS = frozenset({"auth", "ping", "pong"})  # allowed before authentication
 
 Frame = tuple[str, dict[str, Any]]
@@ -370,6 +371,15 @@ class Connection:
             request = Stop.model_validate(data)
         except ValidationError as exc:
             self._invalid(exc, data)
+            return
+        if len(self.helpers) >= MAX_PENDING_STOPS:  # each holds a pooled DB connection
+            self.error(
+                "too_many_requests",
+                f"At most {MAX_PENDING_STOPS} stop requests pending at once on one socket; "
+                "retry when earlier ones are answered.",
+                request.job_id,
+                request_id=request.request_id,
+            )
             return
         self._spawn(self._stop(request), chat=False, request_id=request.request_id)
 
