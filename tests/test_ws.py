@@ -535,3 +535,18 @@ async def test_stop_requests_in_flight_are_bounded_per_socket(stack: str) -> Non
         assert codes.count("job_not_found") >= MAX_PENDING_STOPS
         await send(ws, "ping")  # the socket still serves
         assert (await recv(ws))["event"] == "pong"
+
+
+async def test_rate_limit_error_carries_its_retry_after_delay(stack: str) -> None:
+    key = await tests_key(limits=(2, None, None))  # 2 requests a minute
+    async with connect(ws_url(stack), additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+        for _ in range(2):
+            await chat(ws, "within the limit", model="echo", params={"max_tokens": 1})
+        await send(
+            ws, "stream_chat", {"prompt": "one too many", "model": "echo", "request_id": "r3"}
+        )
+        refused = (await recv(ws))["data"]
+    assert refused["code"] == "rate_limit_exceeded" and refused["request_id"] == "r3"
+    assert isinstance(refused["retry_after_s"], int) and 1 <= refused["retry_after_s"] <= 60
+    assert "Retry-After" not in refused["message"]
+    assert f"retry after {refused['retry_after_s']} s" in refused["message"], refused["message"]
