@@ -315,13 +315,13 @@ class Connection:
             bind(self.principal)  # this task's caller: job and session queries are scoped to it
             await coro
         except InferqError as exc:
-            retry_after_s = getattr(exc, "retry_after_s", None)  # 429s and 503s
-            if retry_after_s is None:
-                self.error(exc.code, exc.message, request_id=request_id)
-                return
-            # A socket has no Retry-After header: the delay goes in the frame.
-            message = exc.message.replace("the Retry-After delay", f"{retry_after_s} s")
-            self.error(exc.code, message, request_id=request_id, retry_after_s=retry_after_s)
+            extra: dict[str, Any] = {"param": exc.param} if exc.param else {}
+            message = exc.message
+            if (retry_after_s := getattr(exc, "retry_after_s", None)) is not None:  # 429, 503
+                # A socket has no Retry-After header: the delay goes in the frame.
+                message = message.replace("the Retry-After delay", f"{retry_after_s} s")
+                extra["retry_after_s"] = retry_after_s
+            self.error(exc.code, message, request_id=request_id, **extra)
         except (RedisError, DBAPIError, OSError, UnicodeEncodeError) as exc:
             if (refused := input_error(exc)) is not None:
                 self.error(refused.code, refused.message, request_id=request_id)
