@@ -7,6 +7,9 @@ replay-then-live reader as SSE, so a resume from `last_seq` has no gap and no du
 Every outgoing frame goes through the socket's bounded `Outbox`, sent by one writer task: a
 slow reader only ever fills its own queue, and when that is full the socket is closed with
 1013 (the client reconnects and resumes from its last seq; nothing is lost, nothing piles up).
+
+The protocol as clients see it (messages, events, error and close codes, `request_id`) is
+docs/websocket.md; keep the two in step.
 """
 
 from __future__ import annotations
@@ -382,7 +385,7 @@ class Connection:
             self.error(
                 "too_many_requests",
                 f"At most {MAX_PENDING_STOPS} stop requests pending at once on one socket; "
-                "retry when earlier ones are answered.",
+                "retry in a moment.",
                 request.job_id,
                 request_id=request.request_id,
             )
