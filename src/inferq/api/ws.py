@@ -319,12 +319,9 @@ class Connection:
             await coro
         except InferqError as exc:
             extra: dict[str, Any] = {"param": exc.param} if exc.param else {}
-            message = exc.message
             if (retry_after_s := getattr(exc, "retry_after_s", None)) is not None:  # 429, 503
-                # A socket has no Retry-After header: the delay goes in the frame.
-                message = message.replace("the Retry-After delay", f"{retry_after_s} s")
-                extra["retry_after_s"] = retry_after_s
-            self.error(exc.code, message, request_id=request_id, **extra)
+                extra["retry_after_s"] = retry_after_s  # a socket has no Retry-After header
+            self.error(exc.code, exc.message, request_id=request_id, **extra)
         except (RedisError, DBAPIError, OSError, UnicodeEncodeError) as exc:
             if (refused := input_error(exc)) is not None:
                 self.error(refused.code, refused.message, request_id=request_id)

@@ -142,9 +142,10 @@ def _refuse_rate(decision: Decision, tokens: int) -> None:
             code="tokens_exceed_limit",
         )
     what = "concurrent jobs" if kind == "concurrent" else kind
-    raise RateLimited(
-        f"Rate limit reached for {what}; retry after the Retry-After delay.",
-        retry_after_s=max(1, math.ceil(decision.retry_after_ms / 1000)),
+    retry_after_s = max(1, math.ceil(decision.retry_after_ms / 1000))
+    raise RateLimited(  # the delay in words too: a WebSocket frame has no Retry-After header
+        f"Rate limit reached for {what}; retry after {retry_after_s} s.",
+        retry_after_s=retry_after_s,
     )
 
 
