@@ -9,8 +9,7 @@ const chat = {
   sessionId: null,
   jobs: new Map(),     // job_id -> {el, lastSeq, done}
   pending: new Map(),  // request_id -> assistant element, sent but not yet given a job id
-  creating: null,      // request_id of the turn that creates this chat's session
-  queued: [],          // {data, el}: turns typed before that session exists
+  queued: [],          // {data, el}: turns typed while another is in flight
   nextRequest: 0,
   current: null,       // the job the stop button stops
 };
@@ -75,10 +74,6 @@ function onStart({ request_id, job_id, session_id }) {
     chat.sessionId = session_id;
     history.replaceState(null, "", "#" + session_id);
   }
-  if (chat.creating === request_id) {
-    chat.creating = null;
-    sendQueued();
-  }
   loadSessions();
 }
 
@@ -102,6 +97,7 @@ function onEnd({ job_id, seq, finish_reason, usage, timings, cache }) {
   }
   setStatus(describe(finish_reason, usage, timings, cache), false);
   loadSessions();
+  sendQueued();
 }
 
 function onError({ code, message, job_id, request_id }) {
@@ -109,16 +105,14 @@ function onError({ code, message, job_id, request_id }) {
   if (job) {
     job.done = true;
     finishElement(job.el, "failed", code);
+    if (chat.current === job_id) chat.current = null;
   } else if (request_id && chat.pending.has(request_id)) {
     finishElement(chat.pending.get(request_id), "failed", code);
     chat.pending.delete(request_id);
-    if (chat.creating === request_id) {
-      chat.creating = null;
-      sendQueued();  // the next typed turn creates the session instead
-    }
   }
   if (!chat.current || chat.current === job_id) $("stop").disabled = true;
   setStatus(`error ${code}: ${message}`, true);
+  sendQueued();
 }
 
 function describe(finish, usage, timings, cache) {
@@ -173,24 +167,25 @@ function submit(event) {
   el.classList.add("pending");
   $("prompt").value = "";
   setStatus("", false);
-  // In a new chat, a turn typed before the first one's stream_start waits for its session
-  // id: sent at once, it would start a second session.
-  if (!chat.sessionId && chat.creating) chat.queued.push({ data, el });
-  else sendTurn(data, el);
+  // One turn at a time, as the server takes them (409 turn_in_progress): a turn typed while
+  // another is in flight waits for its end. In a new chat that also gives it the session id
+  // the first one created; sent at once, it would have started a second session.
+  chat.queued.push({ data, el });
+  sendQueued();
 }
 
 function sendTurn(data, el) {
   if (chat.sessionId) data.session_id = chat.sessionId;
   if (!send("stream_chat", data)) {
     finishElement(el, "failed", "not connected");
+    sendQueued();  // each one waiting fails the same way, instead of waiting forever
     return;
   }
   chat.pending.set(data.request_id, el);
-  if (!data.session_id) chat.creating = data.request_id;
 }
 
 function sendQueued() {
-  while (chat.queued.length && (chat.sessionId || !chat.creating)) {
+  if (chat.queued.length && !chat.pending.size && !chat.current) {
     const { data, el } = chat.queued.shift();
     sendTurn(data, el);
   }
@@ -198,7 +193,6 @@ function sendQueued() {
 
 function forgetPending() {
   chat.pending.clear();
-  chat.creating = null;
   chat.queued = [];
 }
 
