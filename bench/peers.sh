@@ -26,6 +26,12 @@ PINS=("litellm[proxy]==1.108.7" "llama-cpp-python[server]==0.3.36")
 install() {
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --upgrade pip
+  # Built without ggml's AMX kernels, which segfault on this kind of VM (scripts/bootstrap.sh
+  # says more); pip reuses the wheel it cached for inferq's venv when there is one.
+  if [[ $(uname -m) == x86_64 ]]; then
+    export CFLAGS="${CFLAGS:-} -mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    export CXXFLAGS="${CXXFLAGS:-} -mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+  fi
   "$VENV/bin/pip" install "${PINS[@]}"
   "$VENV/bin/pip" freeze | grep -i -E 'litellm|llama'
 }
