@@ -91,14 +91,16 @@ class IdempotentRequest:
                 param="Idempotency-Key",
             )
         job_ids: list[str] = record["jobs"]
-        if job_ids and not self._results:
+        in_flight = IdempotencyKeyInUse(
+            "A request with this Idempotency-Key is still in flight.", param="Idempotency-Key"
+        )
+        if not job_ids:  # the first request has not created its jobs yet
+            raise in_flight
+        if not self._results:
             return job_ids
         statuses = await self._statuses(job_ids)
-        if not job_ids or not all(status.is_final for status in statuses):
-            raise IdempotencyKeyInUse(
-                "A request with this Idempotency-Key is still in flight.",
-                param="Idempotency-Key",
-            )
+        if not all(status.is_final for status in statuses):
+            raise in_flight
         return None if JobStatus.CANCELLED in statuses else job_ids
 
     async def _statuses(self, job_ids: list[str]) -> list[JobStatus]:
