@@ -8,10 +8,10 @@ characters (a raw newline inside a string is not valid JSON).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from inferq.errors import InvalidRequest
+from inferq.tokenizers import Tokenizer
 
 # Any JSON object (OpenAI's JSON mode returns an object, never a bare value).
 JSON_OBJECT_GBNF = r"""
@@ -28,15 +28,14 @@ _LOOSE_CHAR = 'char ::= [^"\\\\] |'
 _STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
 
 
-def json_schema_grammar(
-    schema: Any, *, param: str, parses: Callable[[str], bool] | None = None
-) -> str:
+def json_schema_grammar(schema: Any, *, param: str, tokenizer: Tokenizer | None = None) -> str:
     """A grammar whose every complete sentence is JSON valid against `schema`.
 
     Raises InvalidRequest (naming `param`) for a schema llama.cpp's converter cannot handle,
-    or whose grammar llama.cpp would not parse (`parses`, given the model's vocabulary): the
-    converter emits some of those itself (`{"enum": []}`), and a job that reaches a worker
-    with one fails there, where it used to count against the pool's circuit breaker.
+    or whose grammar llama.cpp would not parse against the model's vocabulary (`tokenizer`,
+    when it is loaded; else the worker finds out): the converter emits some of those itself
+    (`{"enum": []}`), and a job that reached a worker with one failed there, where it used to
+    count against the pool's circuit breaker.
     """
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
@@ -47,7 +46,7 @@ def json_schema_grammar(
     except Exception as exc:  # the converter raises bare Exceptions and KeyErrors
         raise _unsupported(param, f"{type(exc).__name__}: {exc}") from exc
     grammar = _tighten(grammar)
-    if parses is not None and not parses(grammar):
+    if tokenizer is not None and not tokenizer.grammar_parses(grammar):
         raise _unsupported(param, "llama.cpp cannot compile the grammar it converts to")
     return grammar
 

@@ -53,10 +53,7 @@ def _grammar(state: AppState, spec: ModelSpec, fmt: str | dict[str, Any] | None)
     if fmt == "json":
         return JSON_OBJECT_GBNF
     if isinstance(fmt, dict):
-        tokenizer = state.tokenizers.loaded(spec)  # one that is not loaded yet: the worker checks
-        return json_schema_grammar(
-            fmt, param="format", parses=tokenizer.grammar_parses if tokenizer else None
-        )
+        return json_schema_grammar(fmt, param="format", tokenizer=state.tokenizers.loaded(spec))
     raise InvalidRequest(f'invalid format "{fmt}": use "json" or a JSON schema', param="format")
 
 

@@ -132,11 +132,10 @@ def grammar_of(state: AppState, model: str, fmt: ResponseFormat | None) -> str |
             param="response_format.json_schema",
             code="missing_required_parameter",
         )
-    tokenizer = state.tokenizers.loaded(spec)  # one that is not loaded yet: the worker checks
     return json_schema_grammar(
         fmt.json_schema.schema_,
         param="response_format.json_schema.schema",
-        parses=tokenizer.grammar_parses if tokenizer else None,
+        tokenizer=state.tokenizers.loaded(spec),
     )
 
 
