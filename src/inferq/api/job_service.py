@@ -178,13 +178,17 @@ async def submit_job(
         route=route.as_json() if route else target.route_json(),
     )
     await state.cache.attach(session, cached, job)  # a hit completes the job; a miss preps fill
-    await job_repo.insert_job(session, job)
-    JOBS_SUBMITTED.labels(job.model).inc()
     if cached.hit:
-        await state.cache.replay(job, cached)
+        # The row and the replay log go to two servers at once: both are written before the
+        # answer is, so any reader after it finds both. A log left by a failed INSERT names
+        # a job nobody can read, and expires.
+        await asyncio.gather(job_repo.insert_job(session, job), state.cache.replay(job, cached))
+        JOBS_SUBMITTED.labels(job.model).inc()
         if has_limits(principal):  # otherwise admission charged nothing to settle
             await admission.settle_job(state, job)
         return job
+    await job_repo.insert_job(session, job)
+    JOBS_SUBMITTED.labels(job.model).inc()
     await _enqueue(state, session, job)
     state.cache.store_entry_later(cached, job)
     return job

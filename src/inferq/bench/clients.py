@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import httpx
 from websockets.typing import Subprotocol
 
+from inferq.bench.lean_http import LeanClient, LeanResponse
 from inferq.bench.stats import Sample
 from inferq.tokenizers import llama_encode
 
@@ -34,6 +35,10 @@ class Target(Protocol):
     async def once(self, prompt: str, max_tokens: int, seed: int) -> Sample: ...
 
 
+# httpx everywhere, but `capacity`'s copies of the targets use the lean client (its docstring).
+HttpClient = httpx.AsyncClient | LeanClient
+
+
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
@@ -42,7 +47,7 @@ def failed(exc: BaseException, started: float) -> Sample:
     return Sample(ok=False, status=type(exc).__name__, e2e_ms=_ms(started))
 
 
-async def probe(client: httpx.AsyncClient, path: str) -> str | None:
+async def probe(client: HttpClient, path: str) -> str | None:
     try:
         response = await client.get(path)
     except httpx.HTTPError as exc:
@@ -55,7 +60,7 @@ async def probe(client: httpx.AsyncClient, path: str) -> str | None:
 class InferqJobs:
     """POST /v1/jobs, then GET /v1/jobs/{id}/events (SSE) to the `end` event."""
 
-    def __init__(self, client: httpx.AsyncClient, model: str, cache_mode: str = "off"):
+    def __init__(self, client: HttpClient, model: str, cache_mode: str = "off"):
         self.client = client
         self.model = model
         self.cache_mode = cache_mode
@@ -119,7 +124,7 @@ def _final(
 class OpenAICompletions:
     """POST /v1/completions (streaming or not) on any OpenAI-compatible server."""
 
-    def __init__(self, name: str, client: httpx.AsyncClient, model: str):
+    def __init__(self, name: str, client: HttpClient, model: str):
         self.name = name
         self.client = client
         self.model = model
@@ -177,7 +182,7 @@ def cache_marker(headers: httpx.Headers) -> str | None:
     return None
 
 
-async def _chunks(response: httpx.Response, started: float) -> Sample:
+async def _chunks(response: httpx.Response | LeanResponse, started: float) -> Sample:
     ttft: float | None = None
     count, usage = 0, None
     async for line in response.aiter_lines():

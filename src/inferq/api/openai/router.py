@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -119,8 +119,11 @@ async def wait_results(
     return await unless_disconnected(request, submitted.jobs, state, collect(state, submitted.jobs))
 
 
-def ok(model: BaseModel, submitted: Submitted) -> JSONResponse:
-    return JSONResponse(model.model_dump(mode="json"), headers=submitted.headers)
+def ok(model: BaseModel, submitted: Submitted) -> Response:
+    # pydantic's own encoder: json.dumps of the dumped dict was 2 % of an L1 hit's samples.
+    return Response(
+        model.model_dump_json(), media_type="application/json", headers=submitted.headers
+    )
 
 
 @router.post("/chat/completions", openapi_extra=json_body(ChatCompletionRequest))
