@@ -64,6 +64,29 @@ async def _broken_server(reader: asyncio.StreamReader, writer: asyncio.StreamWri
     writer.close()
 
 
+async def _one_answer_per_connection(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")  # kept alive, then not
+    await writer.drain()
+    writer.close()
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
+    server = await asyncio.start_server(_one_answer_per_connection, "127.0.0.1", 0)
+    lean = LeanClient(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    try:
+        for _ in range(3):
+            response = await lean.get("/")
+            assert (response.status_code, response.content) == (200, b"ok")
+            await asyncio.sleep(0.05)  # the server's FIN arrives while the connection idles
+    finally:
+        await lean.aclose()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_server_that_breaks_off_raises_httpx_errors() -> None:
     server = await asyncio.start_server(_broken_server, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]

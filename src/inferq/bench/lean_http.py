@@ -141,8 +141,11 @@ class LeanClient:
             connection.close()
 
     async def _connection(self) -> _Connection:
-        if self._idle:
-            return self._idle.pop()
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.reader.at_eof():
+                return connection
+            connection.close()  # the server closed it while idle (its keep-alive timeout)
         try:
             reader, writer = await asyncio.open_connection(self.host, self.port)
         except OSError as exc:
