@@ -23,9 +23,9 @@ async def insert_job(session: AsyncSession, job: Job) -> None:
     written by one autocommitted INSERT: one round trip to PostgreSQL, where the unit of
     work's BEGIN, INSERT and COMMIT took three (and twice the CPU). It runs on a connection
     of its own from the engine, as one driver-level statement: the session's connection
-    handling and the Core statement's parameter processing were a third of the INSERT's
-    CPU (0.68 against 0.47 ms, `docs/benchmarks.md`), and SQLAlchemy still translates the
-    driver's errors and invalidates a broken connection. `job` then stays transient: a value,
+    handling and the Core statement's parameter processing were a sixth of the row's CPU
+    (docs/benchmarks.md, "A load generator lighter than the API"), and SQLAlchemy still
+    translates the driver's errors and invalidates a broken connection. `job` then stays transient: a value,
     not an object of `session`, so set every column it is read for.
     """
     if session.in_transaction() or session.new or session.dirty or session.deleted:
@@ -48,8 +48,7 @@ async def insert_job(session: AsyncSession, job: Job) -> None:
 
 
 def _autocommit(session: AsyncSession) -> AsyncEngine:
-    """The session's engine, autocommitting (made once: setting the option on each
-    connection cost as much as the rest of the INSERT's Python)."""
+    """The session's engine, autocommitting; made once per engine, not per connection."""
     engine = session.bind
     assert isinstance(engine, AsyncEngine), "the API's sessions are bound to its engine"
     autocommit = _AUTOCOMMIT.get(engine)
