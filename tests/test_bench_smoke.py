@@ -60,6 +60,8 @@ def test_bench_reports_cache_capacity_and_streams(result: dict[str, Any]) -> Non
     runs = result["runs"]
     l1 = find(runs, "cache", "inferq-jobs", "l1")
     assert l1 is not None and l1["ok"] == 3 and l1["cache"] == {"hit-exact": 3}
+    waited = find(runs, "cache", "inferq-jobs", "l1-wait")  # one POST with Prefer: wait
+    assert waited is not None and waited["ok"] == 3 and waited["cache"] == {"hit-exact": 3}
     assert _sane(l1["e2e_ms"])
     for name in ("inferq-jobs", "inferq-openai"):  # on the lean client: JSON, and SSE for jobs
         capacity = find(runs, "capacity", name, "l1")

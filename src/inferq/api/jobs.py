@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from inferq.api import job_service
+from inferq.api import job_service, prefer_wait
 from inferq.api.deps import SessionDep, StateDep
 from inferq.api.idempotency import IdempotentRequest
 from inferq.api.pagination import decode_cursor, encode_cursor
@@ -59,10 +59,26 @@ def _view(request: Request, job: Job, output: str | None) -> JobView:
     )
 
 
-@router.post("", status_code=202, response_model=JobAccepted)
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobAccepted,
+    responses={
+        200: {"model": JobView, "description": "With `Prefer: wait`: the job ended in time."}
+    },
+)
 async def submit(
-    body: JobCreate, request: Request, response: Response, state: StateDep, session: SessionDep
-) -> JobAccepted:
+    body: JobCreate,
+    request: Request,
+    response: Response,
+    state: StateDep,
+    session: SessionDep,
+    prefer: Annotated[
+        str | None,
+        Header(description="`wait=N` (1 to 60 s): answer with the whole job if it ends by then."),
+    ] = None,
+) -> JobAccepted | Response:
+    wait_s = prefer_wait.wait_seconds(prefer)
     options = job_service.SubmitOptions(cache_control=request.headers.get("cache-control"))
     key = request.headers.get("idempotency-key")
     if key is None:
@@ -72,8 +88,32 @@ async def submit(
     links = _links(request, str(job.id))
     response.headers["Location"] = links.self
     response.headers[CACHE_HEADER] = cache_header(job)
+    if wait_s is not None:
+        return await _waited(request, state, session, job, wait_s, response)
     return JobAccepted(
         id=str(job.id), status=job.status, model=job.model, created_at=job.created_at, links=links
+    )
+
+
+async def _waited(
+    request: Request,
+    state: AppState,
+    session: AsyncSession,
+    job: Job,
+    wait_s: int,
+    response: Response,
+) -> Response:
+    """The job's whole record once it has ended (200), or as it stands after `wait_s` (202)."""
+    if not JobStatus(job.status).is_final:
+        await session.close()  # the wait must not hold a pooled PostgreSQL connection
+        await prefer_wait.until_final(request, state, job, wait_s)
+        job = await prefer_wait.reloaded(session, job)
+    view = _view(request, job, await job_service.live_output(state, job))
+    headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+    headers["Preference-Applied"] = f"wait={wait_s}"
+    status = 200 if JobStatus(job.status).is_final else 202
+    return Response(
+        view.model_dump_json(), status_code=status, media_type="application/json", headers=headers
     )
 
 

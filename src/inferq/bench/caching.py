@@ -2,7 +2,8 @@
 and `capacity` (L1 hits from many clients at once: requests per second, one API process).
 
 inferq is driven through both surfaces (REST job + SSE, and /v1/completions), LiteLLM through
-/v1/completions; llama-cpp-python's server has no response cache and sits these out.
+/v1/completions; llama-cpp-python's server has no response cache and sits these out. Both
+scenarios send their hits through `inferq.bench.lean_http`, every target alike.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -67,26 +69,33 @@ async def cache(ctx: Context) -> None:
         return
     await prime(ctx, targets)
     targets = {n: t for n, t in targets.items() if f"cache:{n}" not in ctx.skipped}
-    await _l1(ctx, targets)
-    if "inferq-jobs" in targets:
-        await _l2(ctx, targets["inferq-jobs"])
+    async with lean_targets(targets) as lean:
+        await _l1(ctx, lean)
+        if "inferq-jobs" in lean:
+            await _l2(ctx, lean["inferq-jobs"])
 
 
 async def _l1(ctx: Context, targets: dict[str, Target]) -> None:
+    """Each target's hits one at a time, interleaved; REST jobs both as POST + SSE (`l1`) and
+    as one POST with `Prefer: wait` (`l1-wait`)."""
     seed, config = ctx.facts["cache_seed"], ctx.config
-    runs = {name: Run("cache", name, 1, label="l1") for name in targets}
+    calls: list[tuple[Run, Callable[[str, int, int], Awaitable[Sample]]]] = []
+    for name, target in targets.items():
+        calls.append((Run("cache", name, 1, label="l1"), target.once))
+        if isinstance(target, InferqJobs):
+            calls.append((Run("cache", name, 1, label="l1-wait"), target.waited))
     before = await admin_stats(ctx)
-    ctx.progress.start("cache: L1 hits", config.cache_requests * len(targets))
+    ctx.progress.start("cache: L1 hits", config.cache_requests * len(calls))
     for index in range(config.cache_requests):
         prompt = PARAPHRASES[index % len(PARAPHRASES)][0]
-        for name, target in targets.items():
-            sample = _hit(await target.once(prompt, config.max_tokens, seed), "hit")
-            runs[name].samples.append(sample)
-            runs[name].wall_s += sample.e2e_ms / 1000
+        for run, call in calls:
+            sample = _hit(await call(prompt, config.max_tokens, seed), "hit")
+            run.samples.append(sample)
+            run.wall_s += sample.e2e_ms / 1000
             ctx.progress.tick(sample)
-    runs_list = list(runs.values())
-    _stats_delta(runs_list, before, await admin_stats(ctx))
-    ctx.runs.extend(runs_list)
+    runs = [run for run, _ in calls]
+    _stats_delta(runs, before, await admin_stats(ctx))
+    ctx.runs.extend(runs)
 
 
 async def _l2(ctx: Context, target: Target) -> None:
@@ -166,19 +175,15 @@ async def capacity(ctx: Context) -> None:
         ctx.skip("capacity", "no target with a cache is up")
         return
     await prime(ctx, targets)
-    lean = lean_copies(targets)
-    try:
+    async with lean_targets(targets) as lean:
         await _capacity(ctx, lean)
-    finally:
-        for target in lean.values():  # the copies' clients; the originals serve on
-            client = getattr(target, "client", None)
-            if isinstance(client, LeanClient):
-                await client.aclose()
 
 
-def lean_copies(targets: dict[str, Target]) -> dict[str, Target]:
-    """Copies of the HTTP targets on the lean client (`inferq.bench.lean_http`): httpx used
-    more CPU per request than the API it measured, on the two cores they share."""
+@asynccontextmanager
+async def lean_targets(targets: dict[str, Target]) -> AsyncIterator[dict[str, Target]]:
+    """Copies of the HTTP targets on the lean client (`inferq.bench.lean_http`), closed after:
+    httpx used more CPU per request than the API it measured, on the two cores they share,
+    and added its own milliseconds to every hit's latency."""
     copies: dict[str, Target] = {}
     for name, target in targets.items():
         client = getattr(target, "client", None)
@@ -188,7 +193,13 @@ def lean_copies(targets: dict[str, Target]) -> dict[str, Target]:
             target = copy.copy(target)
             target.client = LeanClient.like(client)
         copies[name] = target
-    return copies
+    try:
+        yield copies
+    finally:
+        for target in copies.values():  # the copies' clients; the originals serve on
+            client = getattr(target, "client", None)
+            if isinstance(client, LeanClient):
+                await client.aclose()
 
 
 async def _capacity(ctx: Context, targets: dict[str, Target]) -> None:

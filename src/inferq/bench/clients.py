@@ -35,7 +35,8 @@ class Target(Protocol):
     async def once(self, prompt: str, max_tokens: int, seed: int) -> Sample: ...
 
 
-# httpx everywhere, but `capacity`'s copies of the targets use the lean client (its docstring).
+# httpx everywhere, but the copies of the targets that `cache` and `capacity` drive use the
+# lean client (its docstring).
 HttpClient = httpx.AsyncClient | LeanClient
 
 
@@ -93,6 +94,25 @@ class InferqJobs:
 
     once = stream  # a job's answer always arrives as its event stream
 
+    async def waited(self, prompt: str, max_tokens: int, seed: int) -> Sample:
+        """The whole job in the submit's answer (`Prefer: wait`): one request, no stream."""
+        started = time.perf_counter()
+        try:
+            response = await self.client.post(
+                "/v1/jobs", json=self.body(prompt, max_tokens, seed), headers=_WAIT
+            )
+            if response.status_code != 200:
+                return Sample(ok=False, status=str(response.status_code), e2e_ms=_ms(started))
+            job = response.json()
+            if job["status"] != "completed":
+                return Sample(ok=False, status=f"job_{job['status']}", e2e_ms=_ms(started))
+            tokens = int((job.get("usage") or {}).get("completion_tokens", 0))
+            sample = Sample(ok=True, status="200", e2e_ms=_ms(started), tokens=tokens)
+            sample.cache = cache_marker(response.headers)
+            return sample
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            return failed(exc, started)
+
     async def _events(self, job_id: str, started: float) -> Sample:
         ttft: float | None = None
         count, kind = 0, ""
@@ -108,6 +128,9 @@ class InferqJobs:
                 elif line.startswith("data: ") and kind in ("end", "error"):
                     return _final(json.loads(line[6:]), kind, started, ttft, count)
         return Sample(ok=False, status="stream_cut", e2e_ms=_ms(started), ttft_ms=ttft)
+
+
+_WAIT = {"Prefer": "wait=60"}
 
 
 def _final(

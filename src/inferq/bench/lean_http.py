@@ -1,11 +1,12 @@
-"""A keep-alive HTTP/1.1 client on asyncio streams, for the `capacity` scenario.
+"""A keep-alive HTTP/1.1 client on asyncio streams, for the `cache` and `capacity` scenarios.
 
 httpx spent about 3 ms of CPU per request on a 2-core host, more than the inferq API it was
 measuring (2.7 ms per L1 hit): `capacity` then measured the load generator. This client writes
 each request in one call and parses only the status line, the headers and the body, by
 Content-Length or chunked. It offers the part of `httpx.AsyncClient` the targets use (`post`,
 `stream`) and raises httpx's exceptions, so the same target code drives either client, and
-every target of a `capacity` run uses this one.
+every target of a `cache` or `capacity` run uses this one. One client's sequential L1 hits
+took 3.71 / 8.08 ms p50 / p99 through httpx and 2.80 / 6.17 through this client.
 """
 
 from __future__ import annotations
@@ -108,18 +109,25 @@ class LeanClient:
     async def get(self, path: str) -> LeanResponse:
         return await self._whole("GET", path, None)
 
-    async def post(self, path: str, json: Any = None) -> LeanResponse:
-        return await self._whole("POST", path, json)
+    async def post(
+        self, path: str, json: Any = None, headers: dict[str, str] | None = None
+    ) -> LeanResponse:
+        return await self._whole("POST", path, json, headers)
 
-    async def _whole(self, method: str, path: str, json: Any) -> LeanResponse:
-        async with self.stream(method, path, json=json) as response:
+    async def _whole(
+        self, method: str, path: str, json: Any, headers: dict[str, str] | None = None
+    ) -> LeanResponse:
+        async with self.stream(method, path, json=json, headers=headers) as response:
             await response.aread()
         return response
 
     @asynccontextmanager
-    async def stream(self, method: str, path: str, json: Any = None) -> AsyncIterator[LeanResponse]:
+    async def stream(
+        self, method: str, path: str, json: Any = None, headers: dict[str, str] | None = None
+    ) -> AsyncIterator[LeanResponse]:
         body = b"" if json is None else _dumps(json).encode()
         request = f"{method} {path} HTTP/1.1\r\n{self._head_lines}"
+        request += "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         if json is not None:
             request += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         connection = await self._connection()

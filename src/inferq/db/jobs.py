@@ -25,8 +25,8 @@ async def insert_job(session: AsyncSession, job: Job) -> None:
     of its own from the engine, as one driver-level statement: the session's connection
     handling and the Core statement's parameter processing were a sixth of the row's CPU
     (docs/benchmarks.md, "A load generator lighter than the API"), and SQLAlchemy still
-    translates the driver's errors and invalidates a broken connection. `job` then stays transient: a value,
-    not an object of `session`, so set every column it is read for.
+    translates the driver's errors and invalidates a broken connection. `job` then stays
+    transient: a value, not an object of `session`, so set every column it is read for.
     """
     if session.in_transaction() or session.new or session.dirty or session.deleted:
         session.add(job)

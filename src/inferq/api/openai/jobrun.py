@@ -190,7 +190,7 @@ async def unless_disconnected(
 ) -> T | None:
     """Await `work`; None (and the jobs cancelled) if the client disconnects first."""
     waiting = asyncio.ensure_future(work)
-    watching = asyncio.ensure_future(_disconnected(request))
+    watching = asyncio.ensure_future(disconnected(request))
     try:
         await asyncio.wait({waiting, watching}, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:
@@ -207,6 +207,7 @@ async def unless_disconnected(
     return None
 
 
-async def _disconnected(request: Request) -> None:
+async def disconnected(request: Request) -> None:
+    """Return when the client has closed its connection."""
     while (await request.receive())["type"] != "http.disconnect":
         continue
