@@ -78,4 +78,8 @@ def test_bench_reports_cache_capacity_and_streams(result: dict[str, Any]) -> Non
     verdicts = {v["target"]: v for v in result["verdicts"]}
     assert len(verdicts) == 7
     assert all(v["met"] in (True, False, None) for v in verdicts.values())
+    (l1_verdict,) = [v for name, v in verdicts.items() if name.startswith("L1 hit")]
+    one_request = [find(runs, "cache", *tl) for tl in (("inferq-jobs", "l1-wait"),
+                                                      ("inferq-openai", "l1"))]  # fmt: skip
+    assert l1_verdict["measured"] == max(r["e2e_ms"]["p99"] for r in one_request if r)
     assert result["machine"]["cores"] >= 1 and result["config"]["api_pid"] is not None

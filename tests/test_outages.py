@@ -75,6 +75,28 @@ async def test_redis_down_answers_503_fast_and_recovers(
     assert job["status"] == "completed" and job["output"] == words("d", 60)
 
 
+async def test_a_wait_that_redis_breaks_still_answers_with_the_job(
+    cluster: Cluster, api: httpx.AsyncClient
+) -> None:
+    """`Prefer: wait`: the job was accepted before the outage, so the client gets its id."""
+    body = {"model": "echo", "prompt": words("w", 60), "max_tokens": 60, "cache": {"mode": "off"}}
+    started = time.monotonic()
+    waiting = asyncio.create_task(api.post("/v1/jobs", json=body, headers={"Prefer": "wait=4"}))
+    await asyncio.sleep(1.0)  # submitted, and streaming its tokens
+    cluster.redis.stop()
+    try:
+        response = await waiting
+    finally:
+        cluster.redis.start()
+    assert time.monotonic() - started < 8
+    assert response.status_code in (200, 202), response.text
+    answered = response.json()
+    job = await wait_final(api, answered["id"], timeout=60)
+    assert job["status"] == "completed" and job["output"] == words("w", 60)
+    if response.status_code == 200:  # it ended during the wait: the answer was the whole job
+        assert answered["output"] == job["output"]
+
+
 async def test_jobs_running_and_queued_through_a_redis_restart_all_complete(
     cluster: Cluster, api: httpx.AsyncClient
 ) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inferq.api import job_service, prefer_wait
@@ -75,7 +76,10 @@ async def submit(
     session: SessionDep,
     prefer: Annotated[
         str | None,
-        Header(description="`wait=N` (1 to 60 s): answer with the whole job if it ends by then."),
+        Header(
+            description="`wait=N` (1 to 60 s): the whole job, 200 if it ended by then, else "
+            "202 with the job as it stands."
+        ),
     ] = None,
 ) -> JobAccepted | Response:
     wait_s = prefer_wait.wait_seconds(prefer)
@@ -108,7 +112,11 @@ async def _waited(
         await session.close()  # the wait must not hold a pooled PostgreSQL connection
         await prefer_wait.until_final(request, state, job, wait_s)
         job = await prefer_wait.reloaded(session, job)
-    view = _view(request, job, await job_service.live_output(state, job))
+    try:
+        output = await job_service.live_output(state, job)
+    except RedisError:  # the running text is in Redis; the client must still get the job's id
+        output = job.output
+    view = _view(request, job, output)
     headers = {k: v for k, v in response.headers.items() if k != "content-length"}
     headers["Preference-Applied"] = f"wait={wait_s}"
     status = 200 if JobStatus(job.status).is_final else 202

@@ -72,7 +72,8 @@ async def until_final(request: Request, state: AppState, job: Job, seconds: floa
             task.cancel()
         followed, _ = await asyncio.gather(ending, leaving, return_exceptions=True)
     if isinstance(followed, Exception):
-        log.warning("Prefer: wait lost the job's events", exc_info=followed, extra={"job": job.id})
+        extra = {"job": str(job.id)}
+        log.warning("Prefer: wait lost the job's events", exc_info=followed, extra=extra)
 
 
 async def reloaded(session: AsyncSession, job: Job) -> Job:
@@ -81,7 +82,8 @@ async def reloaded(session: AsyncSession, job: Job) -> Job:
     try:
         return await job_service.load_job(session, str(job.id))
     except SQLAlchemyError:
-        log.warning("Prefer: wait could not reread the job", exc_info=True, extra={"job": job.id})
+        extra = {"job": str(job.id)}
+        log.warning("Prefer: wait could not reread the job", exc_info=True, extra=extra)
         return job
 
 

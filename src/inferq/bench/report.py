@@ -112,13 +112,17 @@ def verdicts(runs: list[Summary], l2_wanted: int, streams_wanted: int) -> list[S
     l1 = _get(find(runs, "cache", "inferq-jobs", "l1"), "e2e_ms", "p99")
     l1w = _get(find(runs, "cache", "inferq-jobs", "l1-wait"), "e2e_ms", "p99")
     l1o = _get(find(runs, "cache", "inferq-openai", "l1"), "e2e_ms", "p99")
+    # One request in, the whole answer out: REST with Prefer: wait, and OpenAI. The worse
+    # of the two is the figure; POST + SSE is two requests, shown beside it.
+    one = [v for v in (l1w, l1o) if isinstance(v, int | float)]
+    worst = max(one) if one else None
     out.append(
         _verdict(
-            "L1 hit end to end, p99 (REST: POST + SSE to end)",
+            "L1 hit end to end, p99 (one request: REST with Prefer: wait, OpenAI)",
             "<= 5 ms",
-            l1,
-            _le(l1, 5),
-            f"REST, one POST with Prefer: wait: {l1w} ms; OpenAI /v1/completions: {l1o} ms",
+            worst,
+            _le(worst, 5),
+            f"REST waited {l1w} ms, OpenAI /v1/completions {l1o} ms; POST + SSE {l1} ms",
         )
     )
     l2run = find(runs, "cache", "inferq-jobs", "l2")
