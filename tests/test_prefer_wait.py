@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import AUTH, read_sse, wait_final
+from tests.conftest import AUTH, read_sse, submit, wait_final
 
 LONG = " ".join(f"w{i}" for i in range(200))  # the echo worker's 30 ms a token: 6 s
 
@@ -102,3 +102,25 @@ async def test_a_client_that_leaves_mid_wait_leaves_its_job_running(
     job_id = await db.fetchval("SELECT id FROM jobs WHERE request_id = $1", rid)
     job = await wait_final(client, str(job_id), timeout=30)
     assert job["status"] == "completed" and job["usage"]["completion_tokens"] == 60
+
+
+async def test_a_poll_with_wait_answers_once_the_job_has_ended(client: httpx.AsyncClient) -> None:
+    accepted = await submit(client, model="echo", prompt="long poll " * 10, max_tokens=20)
+    waited = await client.get(f"/v1/jobs/{accepted['id']}", headers={"Prefer": "wait=30"})
+    assert waited.status_code == 200 and waited.headers["preference-applied"] == "wait=30"
+    job = waited.json()
+    assert job["status"] == "completed" and job["usage"]["completion_tokens"] == 20
+    assert job["output"] == " ".join(("long poll " * 10).split()[:20])
+
+
+async def test_a_poll_with_wait_answers_at_the_deadline_while_the_job_runs(
+    client: httpx.AsyncClient,
+) -> None:
+    accepted = await submit(client, model="echo", prompt=LONG, max_tokens=200)
+    started = time.monotonic()
+    waited = await client.get(f"/v1/jobs/{accepted['id']}", headers={"Prefer": "wait=1"})
+    assert 1.0 <= time.monotonic() - started < 4.0
+    assert waited.status_code == 200 and waited.json()["status"] in ("queued", "running")
+    bad = await client.get(f"/v1/jobs/{accepted['id']}", headers={"Prefer": "wait=99"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_prefer_wait"
+    assert (await client.post(f"/v1/jobs/{accepted['id']}/cancel")).status_code == 200

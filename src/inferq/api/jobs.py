@@ -82,6 +82,7 @@ async def submit(
         ),
     ] = None,
 ) -> JobAccepted | Response:
+    """Queue a job (202), or answer it from the cache; with `Prefer: wait`, the whole job."""
     wait_s = prefer_wait.wait_seconds(prefer)
     options = job_service.SubmitOptions(cache_control=request.headers.get("cache-control"))
     key = request.headers.get("idempotency-key")
@@ -108,10 +109,7 @@ async def _waited(
     response: Response,
 ) -> Response:
     """The job's whole record once it has ended (200), or as it stands after `wait_s` (202)."""
-    if not JobStatus(job.status).is_final:
-        await session.close()  # the wait must not hold a pooled PostgreSQL connection
-        await prefer_wait.until_final(request, state, job, wait_s)
-        job = await prefer_wait.reloaded(session, job)
+    job = await prefer_wait.after_wait(request, state, session, job, wait_s)
     try:
         output = await job_service.live_output(state, job)
     except RedisError:  # the running text is in Redis; the client must still get the job's id
@@ -172,8 +170,22 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobView)
-async def get_job(job_id: str, request: Request, state: StateDep, session: SessionDep) -> JobView:
+async def get_job(
+    job_id: str,
+    request: Request,
+    response: Response,
+    state: StateDep,
+    session: SessionDep,
+    prefer: Annotated[
+        str | None, Header(description="`wait=N` (1 to 60 s): answer once the job has ended.")
+    ] = None,
+) -> JobView:
+    """The job; with `Prefer: wait=N`, once it has ended or N seconds have passed (a long poll)."""
+    wait_s = prefer_wait.wait_seconds(prefer)
     job = await job_service.load_job(session, job_id)
+    if wait_s is not None:
+        job = await prefer_wait.after_wait(request, state, session, job, wait_s)
+        response.headers["Preference-Applied"] = f"wait={wait_s}"
     return _view(request, job, await job_service.live_output(state, job))
 
 

@@ -1,9 +1,10 @@
-"""`Prefer: wait=N` on `POST /v1/jobs` (RFC 7240): the finished job in the submit's answer.
+"""`Prefer: wait=N` (RFC 7240) on `POST /v1/jobs` and `GET /v1/jobs/{id}`.
 
-A job that ends within N seconds (a cache hit ends before it is answered) comes back as its
-whole record with 200, so a script needs one request where a submit and a poll or an event
-stream took two. One that does not comes back as it stands with 202, as without the header.
-Replicate's predictions API offers the same header, with the same 60 s bound.
+On the submit, a job that ends within N seconds (a cache hit ends before it is answered) comes
+back as its whole record with 200, so a script needs one request where a submit and a poll or
+an event stream took two; one that does not comes back as it stands with 202. On the poll it
+is a long poll: the job once it has ended, or as it stands after N seconds. Replicate's
+predictions API offers the same header on its submit, with the same 60 s bound.
 """
 
 from __future__ import annotations
@@ -54,15 +55,24 @@ def wait_seconds(prefer: str | None) -> int | None:
     return None
 
 
-async def until_final(request: Request, state: AppState, job: Job, seconds: float) -> None:
+async def after_wait(
+    request: Request, state: AppState, session: AsyncSession, job: Job, seconds: float
+) -> Job:
+    """`job` as it is once it has ended, `seconds` have passed or the client has gone."""
+    if JobStatus(job.status).is_final:
+        return job
+    await session.close()  # the wait must not hold a pooled PostgreSQL connection
+    await _until_final(request, state, job, seconds)
+    return await _reloaded(session, job)
+
+
+async def _until_final(request: Request, state: AppState, job: Job, seconds: float) -> None:
     """Return once `job` has ended, `seconds` have passed or the client has gone.
 
     The job was accepted before the wait began: nothing here stops it, and a failure to follow
     its events (a Redis outage) ends the wait, not the request, so the client still learns the
     job's id.
     """
-    if JobStatus(job.status).is_final:
-        return
     ending = asyncio.ensure_future(_drain(job_events(state.redis, state.hub, job)))
     leaving = asyncio.ensure_future(disconnected(request))
     try:
@@ -76,7 +86,7 @@ async def until_final(request: Request, state: AppState, job: Job, seconds: floa
         log.warning("Prefer: wait lost the job's events", exc_info=followed, extra=extra)
 
 
-async def reloaded(session: AsyncSession, job: Job) -> Job:
+async def _reloaded(session: AsyncSession, job: Job) -> Job:
     """The job's row as it is now; the submitted job if PostgreSQL cannot say (the client
     then gets the 202 and the id it would have had without the header)."""
     try:
