@@ -6,9 +6,12 @@ Until the model registry lands, the catalog is the bundled Gemma 3 270M on llama
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from inferq.errors import ModelNotFound
 from inferq.settings import Settings
@@ -38,26 +41,34 @@ class ModelSpec:
         return self.vocab_path or (self.path if self.engine == "llamacpp" else None)
 
 
-def catalog(settings: Settings) -> dict[str, ModelSpec]:
-    return {
-        BUNDLED_MODEL: ModelSpec(
-            name=BUNDLED_MODEL,
-            engine="llamacpp",
-            context_length=settings.context_length,
-            path=settings.model_dir / BUNDLED_GGUF,
-        ),
-        ECHO_MODEL: ModelSpec(
-            name=ECHO_MODEL, engine="echo", context_length=settings.context_length
-        ),
-        MLX_MODEL: ModelSpec(
-            name=MLX_MODEL,
-            engine="mlx",
-            context_length=settings.context_length,
-            path=settings.model_dir / MLX_MODEL,
-            # Converted from the bundled GGUF: the same vocabulary and template.
-            vocab_path=settings.model_dir / BUNDLED_GGUF,
-        ),
-    }
+def catalog(settings: Settings) -> Mapping[str, ModelSpec]:
+    """The models every install has, by name. Every request resolves its model through it,
+    so it is built once per model directory and context length (its path joins and specs
+    were 1.4 % of the API's samples under a storm of L1 hits)."""
+    return _catalog(settings.model_dir, settings.context_length)
+
+
+@functools.lru_cache(maxsize=8)
+def _catalog(model_dir: Path, context_length: int) -> Mapping[str, ModelSpec]:
+    return MappingProxyType(
+        {
+            BUNDLED_MODEL: ModelSpec(
+                name=BUNDLED_MODEL,
+                engine="llamacpp",
+                context_length=context_length,
+                path=model_dir / BUNDLED_GGUF,
+            ),
+            ECHO_MODEL: ModelSpec(name=ECHO_MODEL, engine="echo", context_length=context_length),
+            MLX_MODEL: ModelSpec(
+                name=MLX_MODEL,
+                engine="mlx",
+                context_length=context_length,
+                path=model_dir / MLX_MODEL,
+                # Converted from the bundled GGUF: the same vocabulary and template.
+                vocab_path=model_dir / BUNDLED_GGUF,
+            ),
+        }
+    )
 
 
 def ollama_spec(settings: Settings, name: str) -> ModelSpec | None:
