@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
+from sqlalchemy.dialects import postgresql
 
 from inferq.db.models import Job
 from inferq.db.session import make_engine, make_sessionmaker
 from inferq.metrics import BREAKER_STATE
 from inferq.queue.names import BREAKER_CURSOR_KEY
 from inferq.registry.breaker import CLOSED, HALF_OPEN, OPEN, Breakers
-from inferq.registry.outcomes import BreakerWatcher
+from inferq.registry.outcomes import BreakerWatcher, outcomes_since
 from inferq.settings import get_settings
 
 COOLDOWN_S = 0.3
@@ -136,3 +137,21 @@ async def test_failures_the_request_caused_do_not_count() -> None:
         await breakers.reset(pool)
         await client.aclose()
         await engine.dispose()
+
+
+async def test_the_watchers_read_skips_the_cache_hits_by_its_index(settings_env: None) -> None:
+    """By ix_jobs_finished_at the read held every cache hit since the last queued job ended
+    (18,014 rows, 14 ms, twice a second on the bench database): it must be able to use the
+    partial index of queued jobs. Seq scans are off because the tests' table is small."""
+    settings = get_settings()
+    engine = make_engine(settings)
+    query = outcomes_since(datetime.now(UTC)).compile(
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+    )
+    try:
+        async with engine.connect() as connection:
+            await connection.exec_driver_sql("SET enable_seqscan = off")
+            plan = (await connection.exec_driver_sql(f"EXPLAIN {query}")).scalars().all()
+    finally:
+        await engine.dispose()
+    assert any("ix_jobs_queue_finished_at" in line for line in plan), plan

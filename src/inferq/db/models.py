@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -47,6 +48,12 @@ class Job(Base):
         ),
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_status_created_at", "status", "created_at"),
+        Index("ix_jobs_finished_at", "finished_at"),  # migration 0007
+        # The breaker watcher's read (inferq.registry.outcomes), without the cache hits:
+        # they have a `finished_at` and no queue (migration 0010).
+        Index(
+            "ix_jobs_queue_finished_at", "finished_at", postgresql_where=text("queue IS NOT NULL")
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
