@@ -63,8 +63,9 @@ def test_bench_reports_cache_capacity_and_streams(result: dict[str, Any]) -> Non
     waited = find(runs, "cache", "inferq-jobs", "l1-wait")  # one POST with Prefer: wait
     assert waited is not None and waited["ok"] == 3 and waited["cache"] == {"hit-exact": 3}
     assert _sane(l1["e2e_ms"])
-    for name in ("inferq-jobs", "inferq-openai"):  # on the lean client: JSON, and SSE for jobs
-        capacity = find(runs, "capacity", name, "l1")
+    ways = [("inferq-jobs", "l1"), ("inferq-jobs", "l1-wait"), ("inferq-openai", "l1")]
+    for name, label in ways:  # on the lean client: JSON, and SSE for jobs' l1
+        capacity = find(runs, "capacity", name, label)
         assert capacity is not None and capacity["ok"] > 0 and capacity["requests_per_s"] > 0
         assert capacity["errors"] == {}, capacity["errors"]
     mixed = [r for r in runs if r["scenario"] == "mixed"]

@@ -75,15 +75,24 @@ async def cache(ctx: Context) -> None:
             await _l2(ctx, lean["inferq-jobs"])
 
 
-async def _l1(ctx: Context, targets: dict[str, Target]) -> None:
-    """Each target's hits one at a time, interleaved; REST jobs both as POST + SSE (`l1`) and
-    as one POST with `Prefer: wait` (`l1-wait`)."""
-    seed, config = ctx.facts["cache_seed"], ctx.config
-    calls: list[tuple[Run, Callable[[str, int, int], Awaitable[Sample]]]] = []
+Ask = Callable[[str, int, int], Awaitable[Sample]]  # (prompt, max_tokens, seed) -> Sample
+
+
+def hit_ways(targets: dict[str, Target]) -> list[tuple[str, str, Ask]]:
+    """(target, label, call) for each way a target answers a hit: REST jobs both as POST +
+    SSE (`l1`) and as one POST with `Prefer: wait` (`l1-wait`), the others as `l1`."""
+    ways: list[tuple[str, str, Ask]] = []
     for name, target in targets.items():
-        calls.append((Run("cache", name, 1, label="l1"), target.once))
+        ways.append((name, "l1", target.once))
         if isinstance(target, InferqJobs):
-            calls.append((Run("cache", name, 1, label="l1-wait"), target.waited))
+            ways.append((name, "l1-wait", target.waited))
+    return ways
+
+
+async def _l1(ctx: Context, targets: dict[str, Target]) -> None:
+    """Each way of each target, one hit at a time, interleaved."""
+    seed, config = ctx.facts["cache_seed"], ctx.config
+    calls = [(Run("cache", n, 1, label=label), ask) for n, label, ask in hit_ways(targets)]
     before = await admin_stats(ctx)
     ctx.progress.start("cache: L1 hits", config.cache_requests * len(calls))
     for index in range(config.cache_requests):
@@ -204,22 +213,24 @@ async def lean_targets(targets: dict[str, Target]) -> AsyncIterator[dict[str, Ta
 
 async def _capacity(ctx: Context, targets: dict[str, Target]) -> None:
     config = ctx.config
-    runs = {n: Run("capacity", n, config.capacity_concurrency, label="l1") for n in targets}
+    ways = [w for w in hit_ways(targets) if f"cache:{w[0]}" not in ctx.skipped]
+    runs = {
+        (name, label): Run("capacity", name, config.capacity_concurrency, label=label)
+        for name, label, _ in ways
+    }
     pid = config.api_pid
     for round_index in range(config.capacity_rounds):
-        for name, target in targets.items():
-            if f"cache:{name}" in ctx.skipped:
-                continue
-            label = f"capacity {name} round {round_index + 1}/{config.capacity_rounds}"
-            ctx.progress.start(label, None)
+        for name, label, ask in ways:
+            rounds = f"round {round_index + 1}/{config.capacity_rounds}"
+            ctx.progress.start(f"capacity {name} {label} {rounds}", None)
             cpu = cpu_seconds(pid) if pid and name.startswith("inferq") else None
             samples, wall = await closed_loop(
-                hit_caller(ctx, target),
+                hit_caller(ctx, ask),
                 config.capacity_concurrency,
                 ctx.progress,
                 seconds=config.capacity_seconds,
             )
-            run = runs[name]
+            run = runs[(name, label)]
             run.samples.extend(samples)
             run.wall_s += wall
             if cpu is not None and (spent := cpu_seconds(pid or 0)) is not None:
@@ -232,12 +243,12 @@ async def _capacity(ctx: Context, targets: dict[str, Target]) -> None:
     ctx.runs.extend(r for r in runs.values() if r.samples)
 
 
-def hit_caller(ctx: Context, target: Target) -> Callable[[int], Awaitable[Sample]]:
+def hit_caller(ctx: Context, ask: Ask) -> Callable[[int], Awaitable[Sample]]:
     """Request `index` of a closed loop of L1 hits: the filled prompts, the fill's seed."""
     seed = ctx.facts["cache_seed"]
 
     async def call(index: int) -> Sample:
         prompt = PARAPHRASES[index % len(PARAPHRASES)][0]
-        return _hit(await target.once(prompt, ctx.config.max_tokens, seed), "hit")
+        return _hit(await ask(prompt, ctx.config.max_tokens, seed), "hit")
 
     return call

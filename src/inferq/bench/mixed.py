@@ -52,7 +52,7 @@ async def _run_family(ctx: Context, family: str, parts: list[tuple[str, Target, 
     ctx.progress.start(f"mixed {family} for {seconds:.0f} s", None)
     calls = [
         closed_loop(
-            generator(ctx, target) if how == "stream" else hit_caller(ctx, target),
+            generator(ctx, target) if how == "stream" else hit_caller(ctx, target.once),
             clients,
             ctx.progress,
             seconds=seconds,
