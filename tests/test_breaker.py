@@ -9,7 +9,9 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.dialects import postgresql
@@ -17,10 +19,11 @@ from sqlalchemy.dialects import postgresql
 from inferq.db.models import Job
 from inferq.db.session import make_engine, make_sessionmaker
 from inferq.metrics import BREAKER_STATE
-from inferq.queue.names import BREAKER_CURSOR_KEY
+from inferq.queue.names import BREAKER_CURSOR_KEY, breaker_seen_key
 from inferq.registry.breaker import CLOSED, HALF_OPEN, OPEN, Breakers
 from inferq.registry.outcomes import BreakerWatcher, outcomes_since
 from inferq.settings import get_settings
+from tests.conftest import _pg_dsn
 
 COOLDOWN_S = 0.3
 
@@ -155,3 +158,46 @@ async def test_the_watchers_read_skips_the_cache_hits_by_its_index(settings_env:
     finally:
         await engine.dispose()
     assert any("ix_jobs_queue_finished_at" in line for line in plan), plan
+
+
+async def test_a_burst_past_one_page_is_all_counted_and_rereads_cost_no_redis_trip(
+    settings_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,200 queued jobs ending within the overlap (1,000 idle jobs cancelled at once is one
+    such burst) used to hold the cursor at the 1,000th: the rest were never counted."""
+    settings = get_settings()
+    engine = make_engine(settings)
+    client = aioredis.Redis.from_url(settings.redis_url)
+    breakers = Breakers(settings, client)
+    watcher = BreakerWatcher(settings, client, make_sessionmaker(engine), breakers)
+    pool, now = _pool(), datetime.now(UTC)
+    ids = [uuid.uuid4() for _ in range(1200)]
+    conn = await asyncpg.connect(_pg_dsn())
+    try:
+        await conn.executemany(
+            "INSERT INTO jobs (id, model, engine, status, params, prompt, prompt_tokens, "
+            "attempts, created_at, finished_at, queue) "
+            "VALUES ($1, 'echo', 'echo', 'completed', '{}', 'p', 1, 1, $2, $2, $3)",
+            [(job_id, now, pool) for job_id in ids],
+        )  # one finished_at for all: the keyset's id breaks the tie
+        await client.delete(BREAKER_CURSOR_KEY)
+        await watcher.tick()
+        seen = await client.exists(*(breaker_seen_key(str(job_id)) for job_id in ids))
+        assert seen == len(ids)  # counted by this watcher or by the test API's own
+        sets = 0
+        real_set = client.set
+
+        async def counting_set(*args: Any, **kwargs: Any) -> Any:
+            nonlocal sets
+            sets += 1
+            return await real_set(*args, **kwargs)
+
+        monkeypatch.setattr(client, "set", counting_set)
+        assert await watcher.tick() == 0
+        assert sets <= 1  # the cursor's; the re-read rows were skipped in process
+    finally:
+        await conn.execute("DELETE FROM jobs WHERE queue = $1", pool)
+        await conn.close()
+        await breakers.reset(pool)
+        await client.aclose()
+        await engine.dispose()
