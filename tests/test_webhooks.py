@@ -199,3 +199,44 @@ async def test_the_api_refuses_a_private_webhook_url_and_enqueues_nothing(
         assert await db.fetchval(stored, body["webhook_url"]) == 0
     finally:
         api.stop()
+
+
+async def _listeners(db: asyncpg.Connection) -> set[int]:
+    rows = await db.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND query = 'LISTEN \"inferq_webhooks\"'"
+    )
+    return {row["pid"] for row in rows}
+
+
+async def test_the_deliverer_wakes_on_notify_and_listens_again_after_losing_its_connection(
+    stack: str,
+) -> None:
+    """Idle, the loop sleeps up to 30 s: a delivery within 10 s came from the trigger's
+    NOTIFY. After its LISTEN connection is killed it connects again and still delivers."""
+    db = await asyncpg.connect(_pg_dsn())
+    receiver = Receiver([])
+    try:
+        async with asyncio.timeout(10):
+            while not (before := await _listeners(db)):
+                await asyncio.sleep(0.1)
+        await db.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid", before)
+        async with asyncio.timeout(15):
+            while not (await _listeners(db)) - before:
+                await asyncio.sleep(0.1)
+        tenant_id, _ = await create_tenant(_pg_dsn(), f"notify-{uuid.uuid4().hex[:8]}")
+        key = await create_key(_pg_dsn(), tenant_id)
+        async with httpx.AsyncClient(base_url=stack, headers=bearer(key), timeout=60) as c:
+            await asyncio.sleep(1.0)  # past the reconnect's own claim: the loop is idle now
+            body = {"model": "echo", "prompt": "wake", "max_tokens": 2, "webhook_url": receiver.url}
+            job_id = (await c.post("/v1/jobs", json=body)).json()["id"]
+            await wait_final(c, job_id)
+            ended = time.monotonic()
+            async with asyncio.timeout(10):
+                while not receiver.received:
+                    await asyncio.sleep(0.05)
+        assert time.monotonic() - ended < 10
+        assert json.loads(receiver.received[0][1])["data"]["id"] == job_id
+    finally:
+        receiver.close()
+        await db.close()

@@ -7,17 +7,25 @@ the worker, a delivery survives any restart, and several API processes share the
 (`FOR UPDATE SKIP LOCKED`, and a claim that pushes `next_attempt_at` past the try's timeout).
 A failed try is retried with exponential backoff up to INFERQ_WEBHOOK_MAX_ATTEMPTS; every try
 is recorded in the row's `log`.
+
+When the loop wakes: the trigger NOTIFYs `inferq_webhooks` on each new delivery, and the loop
+LISTENs on a connection of its own, so a delivery starts as its job's transaction commits;
+otherwise it sleeps until the next retry is due, or 30 s at most (a NOTIFY lost with its
+connection). It polled twice a second before, each claim an UPDATE on the event loop that
+answers requests. While the LISTEN connection is down it polls twice a second again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 from sqlalchemy import func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
@@ -28,12 +36,15 @@ from inferq.auth.models import Tenant, WebhookDelivery
 from inferq.auth.webhook_targets import WebhookTargetRefused, check_webhook_url
 from inferq.background import cancel_task
 from inferq.db.models import Job
+from inferq.db.session import asyncpg_dsn
 from inferq.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _BATCH = 20
-_POLL_S = 0.5
+_POLL_S = 0.5  # while the LISTEN connection is down
+_IDLE_MAX_S = 30.0  # with it up, when no retry is due sooner
+CHANNEL = "inferq_webhooks"  # NOTIFYed by the trigger (migration 0006)
 _MAX_BACKOFF_S = 3600.0
 _CLAIM = text(
     """
@@ -46,6 +57,10 @@ _CLAIM = text(
     )
     RETURNING id
     """
+)
+_NEXT_DUE = text(
+    "SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now()) FROM webhook_deliveries "
+    "WHERE status = 'pending'"
 )
 
 
@@ -81,24 +96,63 @@ class WebhookDeliverer:
         self._sessions = sessions
         self._task: asyncio.Task[None] | None = None
         self._client = httpx.AsyncClient(timeout=settings.webhook_timeout_s, follow_redirects=False)
+        self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="inferq-webhooks")
 
     async def stop(self) -> None:
         await cancel_task(self._task)
+        if self._listener is not None:
+            self._listener.terminate()
         await self._client.aclose()
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None and not self._listener.is_closed()
 
     async def _run(self) -> None:
         while True:
+            wait_s = _POLL_S
             try:
+                await self._listen()
+                self._wake.clear()  # before the claim: a NOTIFY during it ends the next wait
                 ids = await self._claim()
                 if ids:
                     await asyncio.gather(*(self.deliver(i) for i in ids))
                     continue
+                if self.listening:
+                    wait_s = await self._next_due_s()
             except Exception as exc:  # PostgreSQL away: try again on the next tick
                 log.warning("webhook delivery loop failed", extra={"error": str(exc)})
-            await asyncio.sleep(_POLL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait_s)
+
+    async def _listen(self) -> None:
+        """LISTEN on a connection of this loop's own, if it is not already; polling goes on
+        meanwhile when PostgreSQL will not have it."""
+        if self.listening:
+            return
+        try:
+            listener = await asyncpg.connect(asyncpg_dsn(self._settings.database_url), timeout=5)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            log.warning("webhook listener down, polling", extra={"error": str(exc)})
+            return
+        await listener.add_listener(CHANNEL, self._notified)
+        listener.add_termination_listener(self._lost)
+        self._listener = listener
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    def _lost(self, _: object) -> None:
+        self._wake.set()  # the loop reconnects, or polls while it cannot
+
+    async def _next_due_s(self) -> float:
+        async with self._sessions() as db:
+            due = (await db.execute(_NEXT_DUE)).scalar()
+        return _IDLE_MAX_S if due is None else min(max(float(due), 0.0), _IDLE_MAX_S)
 
     async def _claim(self) -> list[str]:
         lease_s = self._settings.webhook_timeout_s + 5

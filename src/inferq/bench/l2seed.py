@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg  # type: ignore[import-untyped]
 import numpy as np
 
+from inferq.db.session import asyncpg_dsn
+
 DIMENSIONS = 384
 SEED_PREFIX = "bench-seed "
 _COLUMNS = [
@@ -29,10 +31,6 @@ _COLUMNS = [
     "created_at",
     "expires_at",
 ]
-
-
-def asyncpg_dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
 async def seed_decoys(database_url: str, like_prompt: str, count: int) -> int:

@@ -18,6 +18,11 @@ from inferq.settings import Settings
 _CHECKED_IN = "inferq_checked_in"
 
 
+def asyncpg_dsn(url: str) -> str:
+    """The SQLAlchemy URL of the settings as asyncpg's own `connect` takes it."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
 def make_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(
         settings.database_url,
