@@ -134,14 +134,16 @@ class WebhookDeliverer:
         meanwhile when PostgreSQL will not have it."""
         if self.listening:
             return
+        listener = None
         try:
             listener = await asyncpg.connect(asyncpg_dsn(self._settings.database_url), timeout=5)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            await listener.add_listener(CHANNEL, self._notified)
+            listener.add_termination_listener(self._lost)
+            self._listener = listener
+        except Exception as exc:  # no connection to spare, or PostgreSQL away: claims go on
+            if listener is not None:
+                listener.terminate()
             log.warning("webhook listener down, polling", extra={"error": str(exc)})
-            return
-        await listener.add_listener(CHANNEL, self._notified)
-        listener.add_termination_listener(self._lost)
-        self._listener = listener
 
     def _notified(self, *_: object) -> None:
         self._wake.set()
