@@ -53,6 +53,7 @@ import redis
 
 from inferq.auth import keys
 from inferq.catalog import BUNDLED_MODEL, ECHO_MODEL
+from inferq.db.session import asyncpg_dsn
 from inferq.settings import get_settings
 from tests.stack import Proc, inferq_argv, start_api, start_worker, wait_workers
 
@@ -66,7 +67,7 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def _pg_dsn() -> str:
-    return get_settings().database_url.replace("postgresql+asyncpg", "postgresql")
+    return asyncpg_dsn(get_settings().database_url)
 
 
 async def _create_database() -> None:

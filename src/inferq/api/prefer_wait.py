@@ -19,8 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inferq.api import job_service
+from inferq.api.disconnect import disconnected
 from inferq.api.job_events import job_events
-from inferq.api.openai.jobrun import disconnected
 from inferq.api.state import AppState
 from inferq.db.models import Job, JobStatus
 from inferq.errors import InvalidRequest

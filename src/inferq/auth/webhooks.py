@@ -109,7 +109,7 @@ class WebhookDeliverer:
         await self._client.aclose()
 
     @property
-    def listening(self) -> bool:
+    def _listening(self) -> bool:
         return self._listener is not None and not self._listener.is_closed()
 
     async def _run(self) -> None:
@@ -122,7 +122,7 @@ class WebhookDeliverer:
                 if ids:
                     await asyncio.gather(*(self.deliver(i) for i in ids))
                     continue
-                if self.listening:
+                if self._listening:
                     wait_s = await self._next_due_s()
             except Exception as exc:  # PostgreSQL away: try again on the next tick
                 log.warning("webhook delivery loop failed", extra={"error": str(exc)})
@@ -132,24 +132,22 @@ class WebhookDeliverer:
     async def _listen(self) -> None:
         """LISTEN on a connection of this loop's own, if it is not already; polling goes on
         meanwhile when PostgreSQL will not have it."""
-        if self.listening:
+        if self._listening:
             return
         listener = None
         try:
             listener = await asyncpg.connect(asyncpg_dsn(self._settings.database_url), timeout=5)
-            await listener.add_listener(CHANNEL, self._notified)
-            listener.add_termination_listener(self._lost)
+            await listener.add_listener(CHANNEL, self._wake_up)
+            # Lost: the loop wakes to reconnect, or polls while it cannot.
+            listener.add_termination_listener(self._wake_up)
             self._listener = listener
         except Exception as exc:  # no connection to spare, or PostgreSQL away: claims go on
             if listener is not None:
                 listener.terminate()
             log.warning("webhook listener down, polling", extra={"error": str(exc)})
 
-    def _notified(self, *_: object) -> None:
+    def _wake_up(self, *_: object) -> None:
         self._wake.set()
-
-    def _lost(self, _: object) -> None:
-        self._wake.set()  # the loop reconnects, or polls while it cannot
 
     async def _next_due_s(self) -> float:
         async with self._sessions() as db:

@@ -20,6 +20,7 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inferq.api import job_service
+from inferq.api.disconnect import disconnected
 from inferq.api.job_events import job_events
 from inferq.api.schemas import JobCreate
 from inferq.api.state import AppState
@@ -205,9 +206,3 @@ async def unless_disconnected(
     waiting.cancel()
     cancel_in_background(state, jobs)
     return None
-
-
-async def disconnected(request: Request) -> None:
-    """Return when the client has closed its connection."""
-    while (await request.receive())["type"] != "http.disconnect":
-        continue
