@@ -9,9 +9,14 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from inferq.db.jobs import insert_job
 from inferq.db.models import Job
@@ -123,3 +128,73 @@ async def test_a_failed_insert_writes_nothing_and_leaves_the_session_usable(
         await session.rollback()
         assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
     assert await db.fetchval("SELECT prompt FROM jobs WHERE id = $1", job.id) == "p"
+
+
+async def _count(db: asyncpg.Connection, ids: list[uuid.UUID]) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM jobs WHERE id = ANY($1::uuid[])", ids))
+
+
+async def _insert(sessions: async_sessionmaker[AsyncSession], job: Job) -> None:
+    async with sessions() as session:
+        await insert_job(session, job)
+
+
+async def test_rows_arriving_during_a_write_go_together_in_the_next(
+    idle_engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], db: asyncpg.Connection
+) -> None:
+    writes: list[int] = []
+
+    def count(conn: object, cursor: object, statement: str, params: object, *_: object) -> None:
+        if statement.startswith("INSERT INTO jobs"):
+            writes.append(len(params) if isinstance(params, list) else 1)  # type: ignore[arg-type]
+
+    event.listen(idle_engine.sync_engine, "before_cursor_execute", count)
+    jobs = [_job() for _ in range(40)]
+    await asyncio.gather(*(_insert(sessions, job) for job in jobs))
+    assert await _count(db, [job.id for job in jobs]) == 40
+    assert sum(writes) == 40 and writes[0] == 1  # the first row went alone, at once
+    assert len(writes) < 40 and max(writes) > 1
+
+
+async def test_a_bad_row_in_a_group_fails_only_its_own_insert(
+    sessions: async_sessionmaker[AsyncSession], db: asyncpg.Connection
+) -> None:
+    taken = _job()
+    await _insert(sessions, taken)
+    jobs = [_job() for _ in range(10)]
+    jobs[5] = _job(id=taken.id, prompt="other")  # a duplicate key, in the middle of a group
+    inserts = (_insert(sessions, job) for job in jobs)
+    results = await asyncio.gather(*inserts, return_exceptions=True)
+    assert [type(r) for r in results] == [type(None)] * 5 + [IntegrityError] + [type(None)] * 4
+    others = [j.id for i, j in enumerate(jobs) if i != 5]
+    assert await _count(db, others) == 9
+    assert await db.fetchval("SELECT prompt FROM jobs WHERE id = $1", taken.id) == "p"
+
+
+async def test_a_group_refused_by_the_database_fails_at_once_not_row_by_row(
+    settings_env: None, db: asyncpg.Connection
+) -> None:
+    # The table locked elsewhere: every INSERT gives up after lock_timeout, as it would on a
+    # database that hangs. The rows that waited behind the first fail with one write.
+    engine = create_async_engine(
+        get_settings().database_url, connect_args={"server_settings": {"lock_timeout": "300"}}
+    )
+    writes: list[int] = []
+
+    def count(conn: object, cursor: object, statement: str, params: object, *_: object) -> None:
+        if statement.startswith("INSERT INTO jobs"):
+            writes.append(len(params) if isinstance(params, list) else 1)  # type: ignore[arg-type]
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    sessions = make_sessionmaker(engine)
+    jobs = [_job() for _ in range(10)]
+    try:
+        async with db.transaction():
+            await db.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+            inserts = (_insert(sessions, job) for job in jobs)
+            results = await asyncio.gather(*inserts, return_exceptions=True)
+    finally:
+        await engine.dispose()
+    assert all(isinstance(r, DBAPIError) and "lock timeout" in str(r) for r in results)
+    assert writes == [1, 9]
+    assert await _count(db, [job.id for job in jobs]) == 0

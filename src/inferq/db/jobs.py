@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 import weakref
@@ -10,9 +11,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Table, and_, func, or_, select, update
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
+from inferq.background import spawn
 from inferq.db.models import Job, JobStatus
 
 
@@ -25,8 +28,9 @@ async def insert_job(session: AsyncSession, job: Job) -> None:
     of its own from the engine, as one driver-level statement: the session's connection
     handling and the Core statement's parameter processing were a sixth of the row's CPU
     (docs/benchmarks.md, "A load generator lighter than the API"), and SQLAlchemy still
-    translates the driver's errors and invalidates a broken connection. `job` then stays
-    transient: a value, not an object of `session`, so set every column it is read for.
+    translates the driver's errors and invalidates a broken connection. Rows that arrive
+    while one is being written go together in the next write (`_GroupInsert`). `job` then
+    stays transient: a value, not an object of `session`, so set every column it is read for.
     """
     if session.in_transaction() or session.new or session.dirty or session.deleted:
         session.add(job)
@@ -43,21 +47,96 @@ async def insert_job(session: AsyncSession, job: Job) -> None:
         if value is not None and key in _JOB_JSON_KEYS:
             value = json.dumps(value)  # as the dialect's JSONB bind does; the codec takes str
         values.append(value)
-    async with _autocommit(session).connect() as connection:
-        await connection.exec_driver_sql(_INSERT_JOB, tuple(values))
+    await _group_insert(session).insert(tuple(values))
 
 
-def _autocommit(session: AsyncSession) -> AsyncEngine:
-    """The session's engine, autocommitting; made once per engine, not per connection."""
+class _GroupInsert:
+    """Lone job rows of one engine, written as a database's group commit writes its log.
+
+    The first row is written at once. Rows that arrive while a write is in flight wait for
+    it, then go together in the next: one `executemany`, which asyncpg sends as one round
+    trip and runs as one transaction. Under load that spreads a connection's checkout and a
+    round trip over many rows; one row alone waits for nothing. A batch refused for a row's
+    own fault (a duplicate key, a bad value) is written again row by row, so that error
+    reaches its own caller and no other; any other failure (the database down) is every
+    row's, at once, rather than once per row.
+    """
+
+    def __init__(self, engine: AsyncEngine):
+        self._engine = engine
+        self._busy = False
+        self._waiting: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def insert(self, values: tuple[Any, ...]) -> None:
+        """Return once the row is committed; raise what its INSERT raised."""
+        if self._busy:
+            future = asyncio.get_running_loop().create_future()
+            self._waiting.append((values, future))
+            await future
+            return
+        self._busy = True
+        try:
+            await self._write([values])
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        if not self._waiting:
+            self._busy = False
+            return
+        batch = self._waiting[:_MAX_GROUP]
+        del self._waiting[:_MAX_GROUP]
+        spawn(self._tasks, self._write_group(batch))
+
+    async def _write_group(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[None]]]) -> None:
+        try:
+            try:
+                await self._write([values for values, _ in batch])
+            except (IntegrityError, DataError):  # one row's own fault: find whose
+                for values, future in batch:
+                    try:
+                        await self._write([values])
+                    except Exception as exc:
+                        _settle(future, exc)
+                    else:
+                        _settle(future, None)
+            except Exception as exc:  # the database's fault (down, timed out): every row's
+                for _, future in batch:
+                    _settle(future, exc)
+            else:
+                for _, future in batch:
+                    _settle(future, None)
+        finally:
+            self._next()
+
+    async def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        async with self._engine.connect() as connection:
+            await connection.exec_driver_sql(_INSERT_JOB, rows[0] if len(rows) == 1 else rows)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # its caller was cancelled; the row stands or falls all the same
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _group_insert(session: AsyncSession) -> _GroupInsert:
+    """The session's engine's writer, autocommitting; made once per engine."""
     engine = session.bind
     assert isinstance(engine, AsyncEngine), "the API's sessions are bound to its engine"
-    autocommit = _AUTOCOMMIT.get(engine)
-    if autocommit is None:
-        autocommit = _AUTOCOMMIT[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return autocommit
+    writer = _GROUPS.get(engine)
+    if writer is None:
+        autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        writer = _GROUPS[engine] = _GroupInsert(autocommit)
+    return writer
 
 
-_AUTOCOMMIT: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
+_GROUPS: weakref.WeakKeyDictionary[AsyncEngine, _GroupInsert] = weakref.WeakKeyDictionary()
+_MAX_GROUP = 64  # rows a write; the rest wait for the next
 
 
 _JOB_TABLE: Table = Job.__table__  # type: ignore[assignment]
