@@ -25,6 +25,7 @@ from inferq.api.job_events import job_events
 from inferq.api.schemas import JobCreate
 from inferq.api.state import AppState
 from inferq.background import spawn
+from inferq.cache.service import answered_events
 from inferq.db.models import Job, JobStatus
 from inferq.errors import REQUEST_ERROR_CODES, InferqError, InvalidRequest, InvalidValue
 from inferq.queue.events import current_attempt_text, is_final
@@ -189,7 +190,13 @@ async def guard_stream(
 async def unless_disconnected(
     request: Request, jobs: list[Job], state: AppState, work: Awaitable[T]
 ) -> T | None:
-    """Await `work`; None (and the jobs cancelled) if the client disconnects first."""
+    """Await `work`; None (and the jobs cancelled) if the client disconnects first.
+
+    Cache hits this process answered have nothing left to wait for or to cancel: `work` is
+    then awaited alone, without the watch's two tasks and its `asyncio.wait`.
+    """
+    if all(answered_events(job) is not None for job in jobs):
+        return await work
     waiting = asyncio.ensure_future(work)
     watching = asyncio.ensure_future(disconnected(request))
     try:
