@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 
@@ -104,3 +105,22 @@ async def test_a_submission_retried_with_its_idempotency_key_is_the_same_job(
     assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
     key = headers["Idempotency-Key"]
     assert await db.fetchval("SELECT count(*) FROM jobs WHERE idempotency_key = $1", key) == 1
+
+
+async def test_a_request_that_only_reads_leaves_no_connection_in_a_transaction(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    # Reads autobegin a transaction that nothing commits: the middleware's close of the
+    # request's session ends it. More reads than the API's pool holds, at once.
+    job = await submit(client, model="echo", prompt="read me", max_tokens=1)
+    await wait_final(client, job["id"])
+    reads = [
+        client.get(f"/v1/jobs/{job['id']}") for _ in range(get_settings().database_pool_size * 3)
+    ]
+    assert {r.status_code for r in await asyncio.gather(*reads)} == {200}
+    idle_in_transaction = await db.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND state = 'idle in transaction'"
+        " AND pid <> pg_backend_pid()"
+    )
+    assert idle_in_transaction == 0

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids, one log line per request, and the body size limit."""
+"""Pure ASGI middleware: request ids, one log line per request, the closing of the request's
+database sessions, and the body size limit."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import uuid
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from inferq.api.deps import SESSIONS_SCOPE_KEY, close_sessions
 from inferq.errors import PayloadTooLarge
 from inferq.logs import request_id_given_var, request_id_var
 from inferq.metrics import REQUEST_LATENCY, REQUESTS
@@ -40,6 +43,8 @@ class RequestContextMiddleware:
         given_token = request_id_given_var.set(is_given)
         started = time.perf_counter()
         status = 500
+        sessions: list[AsyncSession] = []  # what SessionDep opens (inferq.api.deps)
+        scope[SESSIONS_SCOPE_KEY] = sessions
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -59,6 +64,7 @@ class RequestContextMiddleware:
             with trace.use_span(span):
                 await self.app(scope, receive, send_with_id)
         finally:
+            await close_sessions(sessions)
             elapsed = time.perf_counter() - started
             route = _route_label(scope)
             span.update_name(f"HTTP {scope['method']} {route}")
