@@ -17,7 +17,8 @@ import asyncio
 import functools
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,12 +30,18 @@ log = logging.getLogger(__name__)
 PartitionKey = tuple[str, str, str, str]  # tenant, model, context hash, params hash
 
 
-@dataclass(frozen=True)
-class IndexedEntry:
+class IndexedEntry(NamedTuple):
     id: str
     answer_key: str
     expires_at: float
     prompt: str  # for the lexical guard (inferq.cache.guard)
+
+
+# How a cell holds an entry: a plain tuple of strings and a float, which the garbage collector
+# stops tracking once it has seen it. 100,000 entries as objects made every full collection
+# of the API walk them: 60 ms in process, 120 ms in an API under load, about once a second
+# (docs/benchmarks.md, "The L2 index out of the collector's way").
+_Row = tuple[str, str, float, str]
 
 
 @dataclass(frozen=True)
@@ -48,15 +55,15 @@ class _Cell:
     """Vectors searched exactly: a growing matrix, with tombstones for removed rows."""
 
     vectors: Matrix = field(default_factory=lambda: np.empty((16, DIMENSIONS), dtype=np.float32))
-    entries: list[IndexedEntry] = field(default_factory=list)
+    entries: list[_Row] = field(default_factory=list)
     positions: dict[str, int] = field(default_factory=dict)
     removed: int = 0
 
     @classmethod
-    def of(cls, entries: list[IndexedEntry], vectors: Matrix) -> _Cell:
+    def of(cls, entries: list[_Row], vectors: Matrix) -> _Cell:
         held = np.empty((max(16, 2 * len(entries)), DIMENSIONS), dtype=np.float32)
         held[: len(entries)] = vectors
-        return cls(held, entries, {e.id: i for i, e in enumerate(entries)})
+        return cls(held, entries, {e[0]: i for i, e in enumerate(entries)})
 
     def add(self, entry: IndexedEntry, vector: Vector) -> None:
         n = len(self.entries)
@@ -65,7 +72,7 @@ class _Cell:
             grown[:n] = self.vectors
             self.vectors = grown
         self.vectors[n] = vector
-        self.entries.append(entry)
+        self.entries.append((entry.id, entry.answer_key, entry.expires_at, entry.prompt))
         self.positions[entry.id] = n
 
     def best(self, query: Vector, now: float) -> Match | None:
@@ -75,15 +82,17 @@ class _Cell:
         scores = self.vectors[:n] @ query
         for _ in range(4):  # an expired best falls back to the next; expiry is rare
             i = int(np.argmax(scores))
-            if self.entries[i].expires_at > now:
-                return Match(self.entries[i], float(scores[i]))
+            row = self.entries[i]
+            if row[2] > now:
+                return Match(IndexedEntry._make(row), float(scores[i]))
             scores[i] = -2.0
         return None
 
     def remove(self, entry_id: str) -> None:
         """Tombstone (expire) the entry; compact once half the rows are dead."""
         i = self.positions.pop(entry_id)
-        self.entries[i] = replace(self.entries[i], id="", expires_at=0.0)
+        _, answer_key, _, prompt = self.entries[i]
+        self.entries[i] = ("", answer_key, 0.0, prompt)
         self.removed += 1
         if self.removed * 2 > len(self.entries):
             entries, vectors = self.live_rows()
@@ -95,13 +104,13 @@ class _Cell:
             )
             self.removed = 0
 
-    def live_rows(self) -> tuple[list[IndexedEntry], Matrix]:
+    def live_rows(self) -> tuple[list[_Row], Matrix]:
         return _live(self.entries, self.vectors)
 
 
-def _live(entries: list[IndexedEntry], vectors: Matrix) -> tuple[list[IndexedEntry], Matrix]:
+def _live(entries: list[_Row], vectors: Matrix) -> tuple[list[_Row], Matrix]:
     """The rows that are not tombstones."""
-    rows = [i for i, e in enumerate(entries) if e.id]
+    rows = [i for i, e in enumerate(entries) if e[0]]
     return [entries[i] for i in rows], vectors[rows]
 
 
@@ -117,7 +126,7 @@ class _Cells:
 # What a training reads in its thread, cell by cell: a copy of the entries list and a view of
 # the rows. A row once written never changes (adds write past it; growth and compaction
 # allocate new arrays), so the view is safe while the loop goes on.
-_Snapshot = list[tuple[list[IndexedEntry], Matrix]]
+_Snapshot = list[tuple[list[_Row], Matrix]]
 
 
 def _build_cells(snapshot: _Snapshot) -> _Cells:
@@ -132,7 +141,7 @@ def _build_cells(snapshot: _Snapshot) -> _Cells:
     where: dict[str, int] = {}
     for c, members in enumerate(np.split(order, bounds)):
         cells.append(_Cell.of([entries[i] for i in members], vectors[members]))
-        where.update((entries[i].id, c) for i in members)
+        where.update((entries[i][0], c) for i in members)
     return _Cells(centroids, cells, where)
 
 
