@@ -134,6 +134,18 @@ async def _count(db: asyncpg.Connection, ids: list[uuid.UUID]) -> int:
     return int(await db.fetchval("SELECT count(*) FROM jobs WHERE id = ANY($1::uuid[])", ids))
 
 
+def _count_writes(engine: AsyncEngine) -> list[int]:
+    """The rows of each job INSERT sent through `engine` from now on, one entry a write."""
+    writes: list[int] = []
+
+    def count(conn: object, cursor: object, statement: str, params: object, *_: object) -> None:
+        if statement.startswith("INSERT INTO jobs"):
+            writes.append(len(params) if isinstance(params, list) else 1)  # type: ignore[arg-type]
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    return writes
+
+
 async def _insert(sessions: async_sessionmaker[AsyncSession], job: Job) -> None:
     async with sessions() as session:
         await insert_job(session, job)
@@ -142,13 +154,7 @@ async def _insert(sessions: async_sessionmaker[AsyncSession], job: Job) -> None:
 async def test_rows_arriving_during_a_write_go_together_in_the_next(
     idle_engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], db: asyncpg.Connection
 ) -> None:
-    writes: list[int] = []
-
-    def count(conn: object, cursor: object, statement: str, params: object, *_: object) -> None:
-        if statement.startswith("INSERT INTO jobs"):
-            writes.append(len(params) if isinstance(params, list) else 1)  # type: ignore[arg-type]
-
-    event.listen(idle_engine.sync_engine, "before_cursor_execute", count)
+    writes = _count_writes(idle_engine)
     jobs = [_job() for _ in range(40)]
     await asyncio.gather(*(_insert(sessions, job) for job in jobs))
     assert await _count(db, [job.id for job in jobs]) == 40
@@ -179,13 +185,7 @@ async def test_a_group_refused_by_the_database_fails_at_once_not_row_by_row(
     engine = create_async_engine(
         get_settings().database_url, connect_args={"server_settings": {"lock_timeout": "300"}}
     )
-    writes: list[int] = []
-
-    def count(conn: object, cursor: object, statement: str, params: object, *_: object) -> None:
-        if statement.startswith("INSERT INTO jobs"):
-            writes.append(len(params) if isinstance(params, list) else 1)  # type: ignore[arg-type]
-
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    writes = _count_writes(engine)
     sessions = make_sessionmaker(engine)
     jobs = [_job() for _ in range(10)]
     try:
